@@ -1,0 +1,273 @@
+//! `bandsync-agent`: dials the coordinator, holds one gRPC stream for the run, answers clock
+//! probes, runs each step it is sent (its shard of the work, starting at the coordinator's
+//! instant) and streams progress and one aggregated result per step back.
+//!
+//! Layout: this file is the session with the coordinator; [`step`] runs one step (start instant,
+//! timeout, progress, cancellation); [`workloads`] holds one module per workload family.
+//! When the coordinator goes away (stream closed or reset, HTTP/2 keep-alive lost) the running
+//! step is cancelled, its keys are deleted and [`run`] returns.
+#![forbid(unsafe_code)]
+
+pub mod step;
+pub mod workloads;
+
+use std::time::Duration;
+
+use bandsync_common::clock::{ClockEstimate, now_unix_ns};
+use bandsync_proto::pb::{self, agent_message, coordinator_message};
+use bandsync_proto::{PROTOCOL_VERSION, pb::load_test_client::LoadTestClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+/// How the agent is started.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// `http://host:port` of the coordinator (a bare `host:port` gets `http://`).
+    pub coordinator: String,
+    pub agent_id: String,
+    /// How long to keep retrying the first connection.
+    pub connect_timeout: Duration,
+}
+
+/// How a session ended without an error of the agent's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentExit {
+    /// The coordinator said the run is over.
+    Finished,
+    /// The coordinator went away; load was stopped.
+    CoordinatorLost(String),
+    /// Our own shutdown signal.
+    Interrupted,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("coordinator address `{url}` is invalid: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("could not reach the coordinator at {url} within {secs} s: {last}")]
+    Unreachable { url: String, secs: u64, last: String },
+    #[error("the coordinator refused this agent: {0}")]
+    Refused(String),
+}
+
+/// Step kinds this agent can run (sent in `Hello`).
+pub const CAPABILITIES: &[&str] = bandsync_common::plan::STEP_KINDS;
+
+/// Normalises `host:port` to `http://host:port`.
+pub fn coordinator_url(s: &str) -> String {
+    if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    }
+}
+
+/// Joins the coordinator and serves it until it finishes the run, goes away, or `shutdown` fires.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<AgentExit, AgentError> {
+    let url = coordinator_url(&config.coordinator);
+    let channel = tokio::select! {
+        c = connect(&url, config.connect_timeout) => c?,
+        () = shutdown.cancelled() => return Ok(AgentExit::Interrupted),
+    };
+    let mut client = LoadTestClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
+    let hello = pb::Hello {
+        agent_id: config.agent_id.clone(),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol_version: PROTOCOL_VERSION,
+        capabilities: CAPABILITIES.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    tx.send(pb::AgentMessage::of(agent_message::Kind::Hello(hello)))
+        .await
+        .expect("receiver is held by the request stream");
+    let mut inbound = tokio::select! {
+        r = client.session(ReceiverStream::new(rx)) => r.map_err(|s| AgentError::Refused(s.message().to_owned()))?.into_inner(),
+        () = shutdown.cancelled() => return Ok(AgentExit::Interrupted),
+    };
+
+    let mut session = Session {
+        tx,
+        clock: ClockEstimate::default(),
+        agent_index: 0,
+        welcomed: false,
+        current: None,
+    };
+    loop {
+        let msg = tokio::select! {
+            m = inbound.message() => m,
+            () = shutdown.cancelled() => {
+                session.stop_current("agent interrupted").await;
+                return Ok(AgentExit::Interrupted);
+            }
+        };
+        let received_ns = now_unix_ns();
+        let kind = match msg {
+            Ok(Some(pb::CoordinatorMessage { kind: Some(k) })) => k,
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                session.stop_current("coordinator closed the stream").await;
+                return Ok(AgentExit::CoordinatorLost("the coordinator closed the stream".into()));
+            }
+            Err(status) => {
+                let why = format!("{}: {}", status.code(), status.message());
+                warn!(error = %why, "lost the coordinator; stopping load");
+                session.stop_current("coordinator lost").await;
+                if !session.welcomed {
+                    // A refusal arrives as the stream's first and only item.
+                    return Err(AgentError::Refused(status.message().to_owned()));
+                }
+                return Ok(AgentExit::CoordinatorLost(why));
+            }
+        };
+        match kind {
+            coordinator_message::Kind::Welcome(w) => {
+                session.agent_index = w.agent_index;
+                session.welcomed = true;
+                info!(run = %w.run_id, index = w.agent_index, plan = %w.plan_name, "joined the run");
+            }
+            coordinator_message::Kind::ClockProbe(p) => {
+                let reply = pb::ClockProbeReply {
+                    seq: p.seq,
+                    t1_unix_ns: p.t1_unix_ns,
+                    t2_unix_ns: received_ns,
+                    t3_unix_ns: now_unix_ns(),
+                };
+                if session
+                    .tx
+                    .send(pb::AgentMessage::of(agent_message::Kind::ClockReply(reply)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            coordinator_message::Kind::ClockEstimate(c) => {
+                session.clock = ClockEstimate::from(&c);
+                debug!(
+                    offset_ns = c.offset_ns,
+                    uncertainty_ns = c.uncertainty_ns,
+                    "clock estimate"
+                );
+            }
+            coordinator_message::Kind::RunStep(rs) => session.start_step(rs).await,
+            coordinator_message::Kind::Abort(a) => {
+                warn!(reason = %a.reason, "coordinator aborted the step");
+                if let Some(c) = &session.current {
+                    c.cancel.cancel();
+                }
+            }
+            coordinator_message::Kind::Finish(_) => {
+                session.stop_current("run finished").await;
+                info!("run finished");
+                return Ok(AgentExit::Finished);
+            }
+        }
+    }
+    session.stop_current("stream closed").await;
+    Ok(AgentExit::CoordinatorLost("the outbound stream closed".into()))
+}
+
+struct Running {
+    step_index: u32,
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+struct Session {
+    tx: mpsc::Sender<pb::AgentMessage>,
+    clock: ClockEstimate,
+    agent_index: u32,
+    welcomed: bool,
+    current: Option<Running>,
+}
+
+impl Session {
+    async fn start_step(&mut self, rs: pb::RunStep) {
+        if let Some(c) = &self.current
+            && !c.handle.is_finished()
+        {
+            let failure = pb::StepResult {
+                step_index: rs.step_index,
+                outcome: Some(pb::step_result::Outcome::Failure(pb::StepFailure {
+                    message: format!("agent is still running step {}", c.step_index),
+                })),
+                ops: 0,
+                errors: 0,
+            };
+            let _ = self
+                .tx
+                .send(pb::AgentMessage::of(agent_message::Kind::StepResult(failure)))
+                .await;
+            return;
+        }
+        let cancel = CancellationToken::new();
+        let step_index = rs.step_index;
+        let handle = tokio::spawn(step::run(
+            rs,
+            self.clock,
+            self.agent_index,
+            cancel.clone(),
+            self.tx.clone(),
+        ));
+        self.current = Some(Running {
+            step_index,
+            cancel,
+            handle,
+        });
+    }
+
+    /// Cancels the running step and waits (bounded) for its load to stop and its keys to go.
+    async fn stop_current(&mut self, why: &str) {
+        if let Some(c) = self.current.take()
+            && !c.handle.is_finished()
+        {
+            info!(step = c.step_index, why, "stopping the running step");
+            c.cancel.cancel();
+            if tokio::time::timeout(Duration::from_secs(10), c.handle).await.is_err() {
+                warn!(step = c.step_index, "step did not stop within 10 s");
+            }
+        }
+    }
+}
+
+async fn connect(url: &str, timeout: Duration) -> Result<Channel, AgentError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| AgentError::InvalidUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        // A coordinator that vanishes without closing the connection is noticed within seconds.
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match endpoint.connect().await {
+            Ok(ch) => return Ok(ch),
+            Err(e) => {
+                let last = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+                if tokio::time::Instant::now() + delay > deadline {
+                    return Err(AgentError::Unreachable {
+                        url: url.to_owned(),
+                        secs: timeout.as_secs(),
+                        last,
+                    });
+                }
+                debug!(%url, error = %last, "coordinator not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

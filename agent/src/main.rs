@@ -1,0 +1,102 @@
+//! `bandsync-agent --coordinator HOST:PORT`: joins a coordinator and runs the steps it is sent.
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bandsync_agent::{AgentConfig, AgentError, AgentExit};
+use clap::{Parser, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bandsync-agent",
+    version,
+    about = "BandSync load-test agent: joins a coordinator and runs the steps it is sent"
+)]
+struct Cli {
+    /// Coordinator address, `http://host:port` or `host:port`.
+    #[arg(long, env = "BANDSYNC_COORDINATOR")]
+    coordinator: String,
+    /// This agent's name in the report (default: hostname-pid).
+    #[arg(long, env = "BANDSYNC_AGENT_ID")]
+    agent_id: Option<String>,
+    /// How long to keep trying to reach the coordinator, e.g. `60s`.
+    #[arg(long, env = "BANDSYNC_CONNECT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Log format on stderr.
+    #[arg(long, env = "BANDSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    bandsync_common::plan::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    let agent_id = cli.agent_id.unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        )
+    });
+    let config = AgentConfig {
+        coordinator: cli.coordinator,
+        agent_id,
+        connect_timeout: cli.connect_timeout,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let code = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signal.cancel();
+        });
+        match bandsync_agent::run(config, shutdown).await {
+            Ok(AgentExit::Finished) => 0,
+            Ok(AgentExit::Interrupted) => 130,
+            Ok(AgentExit::CoordinatorLost(why)) => {
+                eprintln!("bandsync-agent: coordinator lost ({why}); load stopped");
+                3
+            }
+            Err(e @ AgentError::Refused(_)) | Err(e @ AgentError::InvalidUrl { .. }) => {
+                eprintln!("bandsync-agent: {e}");
+                2
+            }
+            Err(e) => {
+                eprintln!("bandsync-agent: {e}");
+                3
+            }
+        }
+    });
+    ExitCode::from(code)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

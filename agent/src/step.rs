@@ -1,0 +1,134 @@
+//! Runs one step: waits for the coordinator's start instant, runs the workload with its shard,
+//! sends `Progress` about once a second and one `StepResult` at the end. The step's own timeout
+//! and the coordinator's `Abort` both cancel the workload, which then cleans up after itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bandsync_common::clock::{ClockEstimate, now_unix_ns};
+use bandsync_common::plan::StepSpec;
+use bandsync_proto::pb::{self, agent_message, step_result::Outcome};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::workloads::{self, Live, StepContext, WorkloadError};
+
+pub(crate) async fn run(
+    rs: pb::RunStep,
+    clock: ClockEstimate,
+    agent_index: u32,
+    cancel: CancellationToken,
+    tx: mpsc::Sender<pb::AgentMessage>,
+) {
+    let step_index = rs.step_index;
+    let live = Arc::new(Live::default());
+    let outcome = match execute(&rs, clock, agent_index, &cancel, &tx, &live).await {
+        Ok(metrics) => match pb::MetricSet::try_from(&metrics) {
+            Ok(m) => Outcome::Metrics(m),
+            Err(e) => Outcome::Failure(pb::StepFailure { message: e.to_string() }),
+        },
+        Err(message) => Outcome::Failure(pb::StepFailure { message }),
+    };
+    if let Outcome::Failure(f) = &outcome {
+        warn!(step = %rs.step_name, error = %f.message, "step failed");
+    } else {
+        info!(step = %rs.step_name, "step done");
+    }
+    let (ops, errors) = live.snapshot();
+    let result = pb::StepResult {
+        step_index,
+        outcome: Some(outcome),
+        ops,
+        errors,
+    };
+    let _ = tx
+        .send(pb::AgentMessage::of(agent_message::Kind::StepResult(result)))
+        .await;
+}
+
+async fn execute(
+    rs: &pb::RunStep,
+    clock: ClockEstimate,
+    agent_index: u32,
+    cancel: &CancellationToken,
+    tx: &mpsc::Sender<pb::AgentMessage>,
+    live: &Arc<Live>,
+) -> Result<bandsync_common::metrics::MetricSet, String> {
+    let spec = rs.spec.as_ref().ok_or("RunStep has no spec")?;
+    let spec = StepSpec::try_from(spec).map_err(|e| e.to_string())?;
+    let shard = rs.shard.unwrap_or(pb::Shard { index: 0, count: 1 });
+    let target = rs.target.clone().unwrap_or_default();
+
+    // Start at the coordinator's instant, converted to this agent's clock.
+    let wait_ns = clock.to_agent(rs.coord_start_unix_ns) - now_unix_ns();
+    if wait_ns > 0 {
+        let wait = Duration::from_nanos(wait_ns as u64).min(Duration::from_secs(60));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => return Err("aborted before it started".into()),
+        }
+    }
+    info!(step = %rs.step_name, kind = spec.kind(), shard = shard.index, of = shard.count, "step started");
+
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let timeout = Duration::from_millis(rs.timeout_ms.max(1));
+    let ctx = StepContext {
+        shard_index: shard.index,
+        shard_count: shard.count.max(1),
+        agent_index,
+        redis_url: target.redis_url,
+        key_base: format!("{}:{}:agent{agent_index}:", target.key_prefix, target.run_id),
+        clock,
+        cancel: cancel.clone(),
+        live: live.clone(),
+    };
+
+    // Progress ticker and timeout watchdog: both end when the step ends.
+    let done = CancellationToken::new();
+    let ticker = {
+        let (done, live, tx, cancel, timed_out) = (
+            done.clone(),
+            live.clone(),
+            tx.clone(),
+            cancel.clone(),
+            timed_out.clone(),
+        );
+        let step_index = rs.step_index;
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = done.cancelled() => break,
+                    () = tokio::time::sleep_until(started + timeout), if !cancel.is_cancelled() => {
+                        timed_out.store(true, Ordering::Relaxed);
+                        cancel.cancel();
+                    }
+                    _ = tick.tick() => {
+                        let (ops, errors) = live.snapshot();
+                        let p = pb::Progress { step_index, ops, errors };
+                        if tx.send(pb::AgentMessage::of(agent_message::Kind::Progress(p))).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let result = workloads::run(&spec, &ctx).await;
+    done.cancel();
+    let _ = ticker.await;
+    match result {
+        Ok(m) => Ok(m),
+        Err(WorkloadError::Cancelled) if timed_out.load(Ordering::Relaxed) => Err(format!(
+            "timed out after {} ms; load stopped and keys deleted",
+            timeout.as_millis()
+        )),
+        Err(WorkloadError::Cancelled) => Err("aborted; load stopped and keys deleted".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}

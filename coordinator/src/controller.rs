@@ -1,0 +1,440 @@
+//! The run controller: waits for the agents, estimates their clocks, runs the plan's steps in
+//! order (each starting on every agent at the same coordinator instant), merges the results
+//! exactly and records everything the report needs.
+//!
+//! Every agent's inbound stream is read by its own task into ONE channel of `(agent, event)`,
+//! so the controller is a single event loop with no locks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bandsync_common::clock::{self, ClockEstimate, ClockSample, now_unix_ns};
+use bandsync_common::metrics::MetricSet;
+use bandsync_common::plan::{Plan, Step};
+use bandsync_common::report::{AgentRow, StepRecord};
+use bandsync_proto::pb::{self, agent_message::Kind as In, coordinator_message::Kind as Out};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{info, warn};
+
+use crate::service::{Join, Outbound};
+
+/// Probes per clock estimate; the minimum-RTT one is kept.
+pub const CLOCK_PROBES: usize = 16;
+
+pub enum Event {
+    Message(In),
+    Closed(String),
+}
+
+pub struct Agent {
+    pub row: AgentRow,
+    tx: Outbound,
+    first_clock: Option<ClockEstimate>,
+}
+
+impl Agent {
+    pub fn alive(&self) -> bool {
+        self.row.lost.is_none()
+    }
+
+    async fn send(&self, kind: Out) -> bool {
+        self.tx.send(Ok(pb::CoordinatorMessage::of(kind))).await.is_ok()
+    }
+}
+
+pub struct Controller<'a> {
+    pub plan: &'a Plan,
+    pub run_id: String,
+    pub redis_url: String,
+    pub agents: Vec<Agent>,
+    events_tx: mpsc::Sender<(u32, Event)>,
+    events: mpsc::Receiver<(u32, Event)>,
+    pub shutdown: CancellationToken,
+    /// Set when an agent was lost or a step did not complete on every agent.
+    pub incomplete: Option<String>,
+    pub interrupted: bool,
+}
+
+impl<'a> Controller<'a> {
+    pub fn new(plan: &'a Plan, run_id: String, redis_url: String, shutdown: CancellationToken) -> Self {
+        let (events_tx, events) = mpsc::channel(1024);
+        Self {
+            plan,
+            run_id,
+            redis_url,
+            agents: Vec::new(),
+            events_tx,
+            events,
+            shutdown,
+            incomplete: None,
+            interrupted: false,
+        }
+    }
+
+    pub fn alive(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.iter().filter(|a| a.alive())
+    }
+
+    /// Registers an agent, starts reading its stream and welcomes it.
+    pub async fn accept(&mut self, join: Join) {
+        let index = self.agents.len() as u32;
+        let Join {
+            hello,
+            remote,
+            mut inbound,
+            outbound,
+        } = join;
+        info!(agent = %hello.agent_id, host = %hello.hostname, index, "agent joined");
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(pb::AgentMessage { kind: Some(k) })) => {
+                        if events.send((index, Event::Message(k))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        let _ = events
+                            .send((index, Event::Closed("the agent closed its stream".into())))
+                            .await;
+                        break;
+                    }
+                    Err(s) => {
+                        let _ = events
+                            .send((index, Event::Closed(format!("stream error: {}", s.message()))))
+                            .await;
+                        break;
+                    }
+                }
+            }
+        });
+        let agent = Agent {
+            row: AgentRow {
+                index,
+                agent_id: hello.agent_id,
+                hostname: hello.hostname,
+                address: remote.map_or_else(|| "unknown".into(), |a| a.to_string()),
+                cores: hello.cores,
+                version: hello.version,
+                clock: None,
+                clock_drift_ns: None,
+                steps_completed: 0,
+                errors: 0,
+                lost: None,
+            },
+            tx: outbound,
+            first_clock: None,
+        };
+        let welcome = pb::Welcome {
+            run_id: self.run_id.clone(),
+            agent_index: index,
+            plan_name: self.plan.name.clone(),
+            plan_hash: self.plan.hash.clone(),
+        };
+        if !agent.send(Out::Welcome(welcome)).await {
+            warn!(index, "agent left before it was welcomed");
+        }
+        self.agents.push(agent);
+    }
+
+    fn lose(&mut self, index: u32, why: String) {
+        if let Some(a) = self.agents.get_mut(index as usize)
+            && a.row.lost.is_none()
+        {
+            warn!(agent = %a.row.agent_id, reason = %why, "agent lost");
+            a.row.lost = Some(why.clone());
+            self.incomplete
+                .get_or_insert_with(|| format!("agent `{}` was lost: {why}", a.row.agent_id));
+        }
+    }
+
+    /// Waits until `expected` agents are connected, or fails after `wait`.
+    pub async fn wait_for_agents(
+        &mut self,
+        joins: &mut mpsc::Receiver<Join>,
+        expected: u32,
+        wait: Duration,
+    ) -> Result<(), WaitError> {
+        let deadline = Instant::now() + wait;
+        while (self.alive().count() as u32) < expected {
+            tokio::select! {
+                j = joins.recv() => match j {
+                    Some(j) => self.accept(j).await,
+                    None => return Err(WaitError::Timeout),
+                },
+                Some((i, ev)) = self.events.recv() => {
+                    if let Event::Closed(why) = ev {
+                        // Left before the run started: listed as lost, but the run is not
+                        // incomplete for it, since another agent can take its place.
+                        self.lose(i, format!("left before the run started: {why}"));
+                        self.incomplete = None;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return Err(WaitError::Timeout),
+                () = self.shutdown.cancelled() => return Err(WaitError::Interrupted),
+            }
+        }
+        Ok(())
+    }
+
+    /// Estimates every live agent's clock offset (in parallel), and tells each agent its own.
+    pub async fn sync_clocks(&mut self) {
+        let mut samples: BTreeMap<u32, Vec<ClockSample>> = BTreeMap::new();
+        let mut pending: BTreeMap<u32, (u64, i64)> = BTreeMap::new();
+        let targets: Vec<u32> = self.alive().map(|a| a.row.index).collect();
+        for &i in &targets {
+            samples.insert(i, Vec::with_capacity(CLOCK_PROBES));
+            self.probe(i, 0, &mut pending).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pending.is_empty() {
+            tokio::select! {
+                Some((i, ev)) = self.events.recv() => match ev {
+                    Event::Message(In::ClockReply(r)) => {
+                        let t4 = now_unix_ns();
+                        if pending.get(&i).is_some_and(|(seq, t1)| *seq == r.seq && *t1 == r.t1_unix_ns) {
+                            pending.remove(&i);
+                            let s = samples.entry(i).or_default();
+                            s.push(ClockSample { t1: r.t1_unix_ns, t2: r.t2_unix_ns, t3: r.t3_unix_ns, t4 });
+                            if s.len() < CLOCK_PROBES {
+                                self.probe(i, r.seq + 1, &mut pending).await;
+                            }
+                        }
+                    }
+                    Event::Message(_) => {}
+                    Event::Closed(why) => {
+                        pending.remove(&i);
+                        self.lose(i, why);
+                    }
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    for (&i, _) in pending.iter() {
+                        warn!(index = i, "clock probes unanswered within 10 s");
+                    }
+                    break;
+                }
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+        for (i, s) in samples {
+            let Some(est) = clock::estimate(&s) else { continue };
+            let a = &mut self.agents[i as usize];
+            if !a.alive() {
+                continue;
+            }
+            let first = *a.first_clock.get_or_insert(est);
+            a.row.clock = Some(est);
+            a.row.clock_drift_ns = Some(est.offset_ns - first.offset_ns);
+            a.send(Out::ClockEstimate(est.into())).await;
+        }
+    }
+
+    async fn probe(&mut self, i: u32, seq: u64, pending: &mut BTreeMap<u32, (u64, i64)>) {
+        let t1 = now_unix_ns();
+        pending.insert(i, (seq, t1));
+        if !self.agents[i as usize]
+            .send(Out::ClockProbe(pb::ClockProbe { seq, t1_unix_ns: t1 }))
+            .await
+        {
+            pending.remove(&i);
+            self.lose(i, "stream closed".into());
+        }
+    }
+
+    /// Runs one step on every live agent and returns what it recorded.
+    pub async fn run_step(&mut self, step_index: u32, step: &Step) -> StepRecord {
+        let participants: Vec<u32> = self.alive().map(|a| a.row.index).collect();
+        let count = participants.len() as u32;
+        let max_rtt = self
+            .alive()
+            .filter_map(|a| a.row.clock.map(|c| c.rtt_ns))
+            .max()
+            .unwrap_or(0);
+        // Enough lead for the RunStep to reach every agent before the instant.
+        let lead_ns = 300_000_000 + 4 * max_rtt;
+        let start_at = now_unix_ns() + lead_ns;
+        let target = pb::Target {
+            redis_url: self.redis_url.clone(),
+            key_prefix: self.plan.target.key_prefix.clone(),
+            run_id: self.run_id.clone(),
+        };
+        let mut record = StepRecord {
+            step: step.clone(),
+            agents_sent: Vec::new(),
+            agents_reported: Vec::new(),
+            failures: Vec::new(),
+            duration_s: 0.0,
+            merged: MetricSet::new(),
+        };
+        let mut pending = BTreeSet::new();
+        for (shard, &i) in participants.iter().enumerate() {
+            let msg = pb::RunStep {
+                step_index,
+                step_name: step.name.clone(),
+                spec: Some((&step.spec).into()),
+                shard: Some(pb::Shard {
+                    index: shard as u32,
+                    count,
+                }),
+                coord_start_unix_ns: start_at,
+                target: Some(target.clone()),
+                timeout_ms: step.timeout.as_millis() as u64,
+            };
+            let agent = &self.agents[i as usize];
+            record.agents_sent.push(agent.row.agent_id.clone());
+            if agent.send(Out::RunStep(msg)).await {
+                pending.insert(i);
+            } else {
+                record.failures.push((
+                    agent.row.agent_id.clone(),
+                    "stream closed before the step was sent".into(),
+                ));
+                self.lose(i, "stream closed".into());
+            }
+        }
+        info!(step = %step.name, kind = step.spec.kind(), agents = count, "step scheduled");
+
+        let started = Instant::now() + Duration::from_nanos(lead_ns as u64);
+        // The agents stop by themselves at `timeout`; the grace covers cleanup and the trip back.
+        let deadline = started + step.timeout + Duration::from_secs(20);
+        let mut live: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut log_tick = tokio::time::interval(Duration::from_secs(5));
+        log_tick.tick().await;
+        while !pending.is_empty() {
+            tokio::select! {
+                Some((i, ev)) = self.events.recv() => match ev {
+                    Event::Message(In::Progress(p)) if p.step_index == step_index => {
+                        live.insert(i, (p.ops, p.errors));
+                    }
+                    Event::Message(In::StepResult(r)) if r.step_index == step_index => {
+                        if !pending.remove(&i) {
+                            continue;
+                        }
+                        live.insert(i, (r.ops, r.errors));
+                        let agent = &mut self.agents[i as usize];
+                        agent.row.errors += r.errors;
+                        let id = agent.row.agent_id.clone();
+                        match r.outcome {
+                            Some(pb::step_result::Outcome::Metrics(m)) => match MetricSet::try_from(&m) {
+                                Ok(m) => match record.merged.merge(&m) {
+                                    Ok(()) => {
+                                        agent.row.steps_completed += 1;
+                                        record.agents_reported.push(id);
+                                    }
+                                    Err(e) => record.failures.push((id, format!("result does not merge: {e}"))),
+                                },
+                                Err(e) => record.failures.push((id, format!("result does not decode: {e}"))),
+                            },
+                            Some(pb::step_result::Outcome::Failure(f)) => record.failures.push((id, f.message)),
+                            None => record.failures.push((id, "empty result".into())),
+                        }
+                    }
+                    Event::Message(_) => {}
+                    Event::Closed(why) => {
+                        if pending.remove(&i) {
+                            let id = self.agents[i as usize].row.agent_id.clone();
+                            record.failures.push((id, format!("agent lost during the step: {why}")));
+                        }
+                        self.lose(i, why);
+                    }
+                },
+                _ = log_tick.tick() => {
+                    let (ops, errors) = live.values().fold((0, 0), |(o, e), (a, b)| (o + a, e + b));
+                    let secs = Instant::now().saturating_duration_since(started).as_secs_f64().max(1e-3);
+                    info!(step = %step.name, ops, ops_per_s = (ops as f64 / secs).round(), errors, done = count as usize - pending.len(), of = count, "progress");
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    warn!(step = %step.name, "agents did not report within the step timeout; aborting it");
+                    self.abort(&pending, "step timeout").await;
+                    for &i in &pending {
+                        record.failures.push((self.agents[i as usize].row.agent_id.clone(), "no result within the step timeout".into()));
+                    }
+                    self.incomplete.get_or_insert_with(|| format!("step `{}` timed out", step.name));
+                    break;
+                }
+                () = self.shutdown.cancelled() => {
+                    warn!(step = %step.name, "interrupted: aborting the step on every agent");
+                    self.interrupted = true;
+                    self.abort(&pending, "coordinator interrupted").await;
+                    // Give the agents a moment to stop their load and delete their keys.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                        while let Some((i, ev)) = self.events.recv().await {
+                            if matches!(ev, Event::Message(In::StepResult(_)) | Event::Closed(_)) {
+                                pending.remove(&i);
+                                if pending.is_empty() { break; }
+                            }
+                        }
+                    }).await;
+                    break;
+                }
+            }
+        }
+        record.duration_s = Instant::now().saturating_duration_since(started).as_secs_f64();
+        if !record.failures.is_empty() && self.incomplete.is_none() {
+            self.incomplete = Some(format!(
+                "step `{}` failed on {} agent(s)",
+                step.name,
+                record.failures.len()
+            ));
+        }
+        record
+    }
+
+    async fn abort(&self, which: &BTreeSet<u32>, reason: &str) {
+        for &i in which {
+            self.agents[i as usize]
+                .send(Out::Abort(pb::Abort {
+                    reason: reason.to_owned(),
+                }))
+                .await;
+        }
+    }
+
+    /// Tells every agent the run is over and waits (bounded) for their streams to close.
+    pub async fn finish(&mut self) {
+        let mut open = BTreeSet::new();
+        for a in self.agents.iter().filter(|a| a.alive()) {
+            if a.send(Out::Finish(pb::Finish {})).await {
+                open.insert(a.row.index);
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !open.is_empty() {
+                match self.events.recv().await {
+                    Some((i, Event::Closed(_))) => {
+                        open.remove(&i);
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Refuses agents that arrive after the run has its agents.
+pub fn refuse_late_joins(mut joins: mpsc::Receiver<Join>, expected: u32) {
+    tokio::spawn(async move {
+        while let Some(j) = joins.recv().await {
+            warn!(agent = %j.hello.agent_id, "refused a late agent");
+            let _ = j
+                .outbound
+                .send(Err(Status::resource_exhausted(format!(
+                    "this run already has its {expected} agents"
+                ))))
+                .await;
+        }
+    });
+}
+
+#[derive(Debug)]
+pub enum WaitError {
+    Timeout,
+    Interrupted,
+}

@@ -1,0 +1,291 @@
+//! `bandsync-coordinator`: reads a plan, sends it over gRPC to the agents that dial in, runs its
+//! steps on all of them at synchronised instants, merges their results exactly and builds the
+//! report.
+//!
+//! Layout: [`service`] is the gRPC endpoint agents dial; [`controller`] is the run itself (wait,
+//! clock sync, steps, merge); [`target`] is the coordinator's own look at Redis (reachable
+//! before the run, leftover keys after); [`testbed`] starts a local Redis and local agent
+//! processes. [`run`] takes a bound listener and a shutdown token, so tests drive it in-process;
+//! [`launch`] adds the testbed around it for the binary.
+#![forbid(unsafe_code)]
+
+pub mod controller;
+pub mod service;
+pub mod target;
+pub mod testbed;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bandsync_common::clock::now_unix_ns;
+use bandsync_common::plan::Plan;
+use bandsync_common::report::{Report, RunRecord, RunStatus};
+use bandsync_proto::pb::load_test_server::LoadTestServer;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::controller::{Controller, WaitError};
+use crate::testbed::{LocalAgents, RedisServer, TestbedError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(
+        "only {joined} of {expected} agents joined within {waited_s} s; start more agents (bandsync-agent --coordinator {listen}) or lower --agents"
+    )]
+    AgentsTimeout {
+        joined: u32,
+        expected: u32,
+        waited_s: u64,
+        listen: String,
+    },
+    #[error("interrupted before the run started")]
+    InterruptedBeforeStart,
+    #[error("the target Redis at {url} is unreachable: {reason}")]
+    TargetUnreachable { url: String, reason: String },
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("testbed: {0}")]
+    Testbed(#[from] TestbedError),
+}
+
+impl CoordinatorError {
+    /// The process exit code for this error (see ARCHITECTURE.md).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CoordinatorError::Usage(_) => 2,
+            CoordinatorError::InterruptedBeforeStart => 130,
+            _ => 3,
+        }
+    }
+}
+
+/// A new run id: Unix seconds and 24 random bits, e.g. `r1764412345-3fa2c1`.
+pub fn new_run_id() -> String {
+    format!(
+        "r{}-{:06x}",
+        now_unix_ns() / 1_000_000_000,
+        fastrand::u32(..) & 0x00ff_ffff
+    )
+}
+
+/// Runs `plan` with agents that dial `listener`, waiting for `expected_agents`.
+/// Returns the report (also when the run is incomplete or interrupted after it started).
+pub async fn run(
+    plan: &Plan,
+    listener: TcpListener,
+    expected_agents: u32,
+    shutdown: CancellationToken,
+) -> Result<Report, CoordinatorError> {
+    let wall_start = Instant::now();
+    let started_unix_ms = now_unix_ns() / 1_000_000;
+    let run_id = new_run_id();
+    let listen = listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+    let uses_redis = plan.steps.iter().any(|s| s.spec.uses_redis());
+    let redis_url = plan.target.redis_url.clone().unwrap_or_default();
+    let run_prefix = format!("{}:{}:", plan.target.key_prefix, run_id);
+
+    // Fail before any agent is involved if the target is not there.
+    let mut redis = if uses_redis {
+        Some(target::connect(&redis_url).await?)
+    } else {
+        None
+    };
+
+    let (joins_tx, mut joins) = mpsc::channel(64);
+    let server_stop = CancellationToken::new();
+    let server = {
+        let stop = server_stop.clone();
+        let service = LoadTestServer::new(service::Service { joins: joins_tx })
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(2)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(3)))
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
+        )
+    };
+    info!(%listen, run = %run_id, plan = %plan.name, expected = expected_agents, "waiting for agents");
+
+    let mut ctl = Controller::new(plan, run_id.clone(), redis_url.clone(), shutdown.clone());
+    match ctl
+        .wait_for_agents(&mut joins, expected_agents, plan.run.agent_wait)
+        .await
+    {
+        Ok(()) => {}
+        Err(e) => {
+            let joined = ctl.alive().count() as u32;
+            ctl.finish().await;
+            server_stop.cancel();
+            let _ = server.await;
+            return Err(match e {
+                WaitError::Interrupted => CoordinatorError::InterruptedBeforeStart,
+                WaitError::Timeout => CoordinatorError::AgentsTimeout {
+                    joined,
+                    expected: expected_agents,
+                    waited_s: plan.run.agent_wait.as_secs(),
+                    listen,
+                },
+            });
+        }
+    }
+    controller::refuse_late_joins(joins, expected_agents);
+    ctl.sync_clocks().await;
+
+    let mut steps = Vec::with_capacity(plan.steps.len());
+    for (i, step) in plan.steps.iter().enumerate() {
+        if ctl.interrupted || ctl.shutdown.is_cancelled() {
+            ctl.interrupted = true;
+            break;
+        }
+        if ctl.alive().count() == 0 {
+            ctl.incomplete.get_or_insert_with(|| "every agent was lost".into());
+            break;
+        }
+        steps.push(ctl.run_step(i as u32, step).await);
+        // Re-estimate between steps, which also shows drift over the run.
+        if !ctl.interrupted {
+            ctl.sync_clocks().await;
+        }
+    }
+
+    let leftover_keys = match redis.as_mut() {
+        Some(con) => match target::count_and_sweep(con, &run_prefix).await {
+            Ok(n) => {
+                if n > 0 {
+                    warn!(keys = n, prefix = %run_prefix, "keys were left under the run prefix; swept them");
+                }
+                Some(n)
+            }
+            Err(e) => {
+                warn!(error = %e, "could not check for leftover keys");
+                None
+            }
+        },
+        None => None,
+    };
+
+    ctl.finish().await;
+    server_stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+        warn!("gRPC server did not stop within 5 s");
+    }
+
+    let status = if ctl.interrupted {
+        RunStatus::Interrupted
+    } else if let Some(reason) = ctl.incomplete.clone() {
+        RunStatus::Incomplete { reason }
+    } else {
+        RunStatus::Complete
+    };
+    let record = RunRecord {
+        plan_name: plan.name.clone(),
+        plan_hash: plan.hash.clone(),
+        run_id,
+        started_unix_ms,
+        execution_time_s: wall_start.elapsed().as_secs_f64(),
+        status,
+        redis_url: plan.target.redis_url.clone(),
+        key_prefix: plan.target.key_prefix.clone(),
+        criteria: plan.criteria.clone(),
+        agents: ctl.agents.into_iter().map(|a| a.row).collect(),
+        steps,
+        leftover_keys,
+    };
+    Ok(Report::build(record))
+}
+
+/// How the binary launches a run: the plan plus command-line overrides.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub listen: Option<SocketAddr>,
+    /// `--agents`: how many agents to wait for.
+    pub agents: Option<u32>,
+    /// `--local-agents`: agent processes to start here (overrides the plan's testbed).
+    pub local_agents: Option<u32>,
+    /// `--redis-url`: use this Redis instead of the plan's target or the testbed's.
+    pub redis_url: Option<String>,
+    pub agent_bin: Option<PathBuf>,
+}
+
+/// Default coordinator port when agents come from other hosts.
+pub const DEFAULT_PORT: u16 = 7700;
+
+/// Starts the testbed the plan (or the command line) asks for, runs the plan, tears it down.
+pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -> Result<Report, CoordinatorError> {
+    let local_agents = opts
+        .local_agents
+        .or(plan.testbed.as_ref().map(|t| t.local_agents))
+        .unwrap_or(0);
+    if let Some(url) = &opts.redis_url {
+        bandsync_common::plan::check_redis_url(url)
+            .map_err(|e| CoordinatorError::Usage(format!("--redis-url: {e}")))?;
+        plan.target.redis_url = Some(url.clone());
+    }
+    let expected = match opts.agents.or(plan.run.agents) {
+        Some(n) if n < local_agents => {
+            return Err(CoordinatorError::Usage(format!(
+                "--agents {n} is fewer than the {local_agents} local agents this run starts"
+            )));
+        }
+        Some(n) => n,
+        None if local_agents > 0 => local_agents,
+        None => {
+            return Err(CoordinatorError::Usage(
+                "how many agents? set [run] agents in the plan, or pass --agents N".into(),
+            ));
+        }
+    };
+    if expected == 0 {
+        return Err(CoordinatorError::Usage("--agents must be at least 1".into()));
+    }
+    let agent_bin = if local_agents > 0 {
+        Some(testbed::agent_binary(opts.agent_bin.as_deref())?)
+    } else {
+        None
+    };
+
+    // A private Redis when the plan wants one and no URL was given.
+    let redis = if plan.target.redis_url.is_none() {
+        let server = RedisServer::start().await?;
+        plan.target.redis_url = Some(server.url());
+        Some(server)
+    } else {
+        None
+    };
+
+    let addr = opts.listen.unwrap_or_else(|| {
+        if local_agents > 0 && opts.agents.is_none() && plan.run.agents.is_none() {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
+        }
+    });
+    let listener = TcpListener::bind(addr).await.map_err(|e| CoordinatorError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| CoordinatorError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?
+        .port();
+    let agents = match &agent_bin {
+        Some(bin) => LocalAgents::spawn(local_agents, &format!("http://127.0.0.1:{port}"), bin)?,
+        None => LocalAgents::default(),
+    };
+    let result = run(&plan, listener, expected, shutdown).await;
+    agents.stop(Duration::from_secs(5)).await;
+    drop(redis);
+    result
+}

@@ -1,0 +1,156 @@
+//! `bandsync-coordinator run PLAN`: runs a plan on the agents that join and prints the report.
+//! Exit codes: 0 criteria met, 1 a criterion failed, 2 bad plan or usage, 3 run incomplete,
+//! 130 interrupted.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bandsync_coordinator::Launch;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bandsync-coordinator",
+    version,
+    about = "BandSync load-test coordinator: runs a plan on many agents and prints the report"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "BANDSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a plan and print the report.
+    Run {
+        /// The plan file (TOML).
+        plan: PathBuf,
+        /// Agents to wait for (overrides the plan's [run] agents).
+        #[arg(long, env = "BANDSYNC_AGENTS")]
+        agents: Option<u32>,
+        /// Agent processes to start on this machine (overrides the plan's [testbed] local_agents).
+        #[arg(long, env = "BANDSYNC_LOCAL_AGENTS")]
+        local_agents: Option<u32>,
+        /// Address agents dial (default 0.0.0.0:7700; 127.0.0.1 on a free port for a local-only testbed).
+        #[arg(long, env = "BANDSYNC_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Redis to load instead of the plan's target (disables the testbed's Redis).
+        #[arg(long, env = "BANDSYNC_REDIS_URL")]
+        redis_url: Option<String>,
+        /// The agent binary for local agents (default: beside this binary, then PATH).
+        #[arg(long, env = "BANDSYNC_AGENT_BIN")]
+        agent_bin: Option<PathBuf>,
+        /// Also write the report as JSON to this file.
+        #[arg(long, env = "BANDSYNC_JSON")]
+        json: Option<PathBuf>,
+    },
+    /// Check a plan file and exit (0 valid, 2 invalid).
+    Validate { plan: PathBuf },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    match cli.command {
+        Command::Validate { plan } => match bandsync_common::plan::load(&plan) {
+            Ok(p) => {
+                println!(
+                    "{}: valid plan `{}` with {} step(s)",
+                    plan.display(),
+                    p.name,
+                    p.steps.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bandsync-coordinator: invalid plan: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run {
+            plan,
+            agents,
+            local_agents,
+            listen,
+            redis_url,
+            agent_bin,
+            json,
+        } => {
+            // The plan is checked before anything starts.
+            let plan = match bandsync_common::plan::load(&plan) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("bandsync-coordinator: invalid plan: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = Launch {
+                listen,
+                agents,
+                local_agents,
+                redis_url,
+                agent_bin,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            ExitCode::from(runtime.block_on(run(plan, opts, json)))
+        }
+    }
+}
+
+async fn run(plan: bandsync_common::plan::Plan, opts: Launch, json: Option<PathBuf>) -> u8 {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("bandsync-coordinator: interrupted; stopping the agents and writing a partial report");
+        signal.cancel();
+    });
+    match bandsync_coordinator::launch(plan, opts, shutdown).await {
+        Ok(report) => {
+            print!("{}", bandsync_common::report::render_text(&report));
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).expect("report serializes");
+                if let Err(e) = std::fs::write(&path, text + "\n") {
+                    eprintln!("bandsync-coordinator: cannot write {}: {e}", path.display());
+                    return 3;
+                }
+            }
+            report.exit_code() as u8
+        }
+        Err(e) => {
+            eprintln!("bandsync-coordinator: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

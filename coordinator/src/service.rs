@@ -1,0 +1,65 @@
+//! The gRPC service agents dial. It checks the `Hello` and hands each accepted stream to the run
+//! controller as a [`Join`]; everything after that is the controller's business.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bandsync_proto::PROTOCOL_VERSION;
+use bandsync_proto::pb::{self, agent_message, load_test_server::LoadTest};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::warn;
+
+/// Messages the controller sends to one agent. An `Err` ends the agent's stream with that status.
+pub type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+
+/// An agent that said a valid `Hello`.
+pub struct Join {
+    pub hello: pb::Hello,
+    pub remote: Option<SocketAddr>,
+    pub inbound: Streaming<pb::AgentMessage>,
+    pub outbound: Outbound,
+}
+
+pub struct Service {
+    pub joins: mpsc::Sender<Join>,
+}
+
+#[tonic::async_trait]
+impl LoadTest for Service {
+    type SessionStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let remote = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))??;
+        let hello = match first.and_then(|m| m.kind) {
+            Some(agent_message::Kind::Hello(h)) => h,
+            _ => return Err(Status::invalid_argument("the first message of a session must be Hello")),
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            warn!(agent = %hello.agent_id, theirs = hello.protocol_version, ours = PROTOCOL_VERSION, "refused an agent with another protocol version");
+            return Err(Status::failed_precondition(format!(
+                "protocol version mismatch: agent `{}` speaks {}, this coordinator speaks {}; run the same release on both",
+                hello.agent_id, hello.protocol_version, PROTOCOL_VERSION
+            )));
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let join = Join {
+            hello,
+            remote,
+            inbound,
+            outbound: tx,
+        };
+        if self.joins.send(join).await.is_err() {
+            return Err(Status::unavailable("this coordinator's run is over"));
+        }
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,59 @@
+//! The coordinator's own view of the Redis target: is it reachable before load starts, and which
+//! keys are left under the run prefix afterwards. Only keys under `{prefix}:{run_id}:` are ever
+//! touched: SCAN with that pattern, never KEYS, never FLUSH*.
+
+use std::time::Duration;
+
+use bandsync_common::report::redact_url;
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+
+use crate::CoordinatorError;
+
+pub async fn connect(url: &str) -> Result<MultiplexedConnection, CoordinatorError> {
+    let unreachable = |e: redis::RedisError| CoordinatorError::TargetUnreachable {
+        url: redact_url(url),
+        reason: e.to_string(),
+    };
+    let client = redis::Client::open(url).map_err(unreachable)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(5)));
+    let mut con = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(unreachable)?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut con)
+        .await
+        .map_err(unreachable)?;
+    Ok(con)
+}
+
+/// Counts the keys under `run_prefix` (which must end with `:`), then deletes them.
+/// Returns the count found before deleting.
+pub async fn count_and_sweep(con: &mut MultiplexedConnection, run_prefix: &str) -> Result<u64, redis::RedisError> {
+    debug_assert!(run_prefix.ends_with(':'));
+    let pattern = format!("{run_prefix}*");
+    let mut cursor: u64 = 0;
+    let mut found = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await?;
+        // SCAN may return a key twice; DEL counts each key once.
+        let keys: Vec<_> = keys.into_iter().filter(|k| k.starts_with(run_prefix)).collect();
+        if !keys.is_empty() {
+            found += redis::cmd("DEL").arg(&keys).query_async::<u64>(con).await?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(found);
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The coordinator ↔ agent gRPC contract (`proto/loadtest.proto`), compiled by `build.rs` with
+//! protox, and the conversions between its messages and `bandsync-common` types.
+//!
+//! The wire stays here: `common` knows nothing of prost or tonic, the coordinator and the agent
+//! convert at their edges with the `From`/`TryFrom` impls below.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use bandsync_common::clock::ClockEstimate;
+use bandsync_common::metrics::{self, GaugeMerge, MetricSet, MetricsError};
+use bandsync_common::plan::StepSpec;
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("bandsync.loadtest.v1");
+}
+
+/// The coordinator refuses an agent whose `Hello.protocol_version` differs.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("message has no `{0}`")]
+    Missing(&'static str),
+    #[error("gauge `{0}` has no merge rule")]
+    GaugeRule(String),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+impl TryFrom<&MetricSet> for pb::MetricSet {
+    type Error = MetricsError;
+
+    fn try_from(m: &MetricSet) -> Result<Self, Self::Error> {
+        let histograms = m
+            .histograms
+            .iter()
+            .map(|(k, h)| Ok((k.clone(), metrics::encode_histogram(k, h)?)))
+            .collect::<Result<_, MetricsError>>()?;
+        Ok(pb::MetricSet {
+            histograms,
+            counters: m.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            gauges: m
+                .gauges
+                .iter()
+                .map(|(k, g)| {
+                    let merge = match g.merge {
+                        GaugeMerge::Sum => pb::GaugeMerge::Sum,
+                        GaugeMerge::Min => pb::GaugeMerge::Min,
+                        GaugeMerge::Max => pb::GaugeMerge::Max,
+                    };
+                    (
+                        k.clone(),
+                        pb::Gauge {
+                            value: g.value,
+                            merge: merge as i32,
+                        },
+                    )
+                })
+                .collect(),
+        })
+    }
+}
+
+impl TryFrom<&pb::MetricSet> for MetricSet {
+    type Error = ConvertError;
+
+    fn try_from(m: &pb::MetricSet) -> Result<Self, Self::Error> {
+        let mut out = MetricSet::new();
+        for (k, bytes) in &m.histograms {
+            out.histograms.insert(k.clone(), metrics::decode_histogram(k, bytes)?);
+        }
+        for (k, v) in &m.counters {
+            out.counters.insert(k.clone(), *v);
+        }
+        for (k, g) in &m.gauges {
+            let merge = match pb::GaugeMerge::try_from(g.merge) {
+                Ok(pb::GaugeMerge::Sum) => GaugeMerge::Sum,
+                Ok(pb::GaugeMerge::Min) => GaugeMerge::Min,
+                Ok(pb::GaugeMerge::Max) => GaugeMerge::Max,
+                _ => return Err(ConvertError::GaugeRule(k.clone())),
+            };
+            out.set_gauge(k, g.value, merge);
+        }
+        Ok(out)
+    }
+}
+
+impl From<&StepSpec> for pb::StepSpec {
+    fn from(s: &StepSpec) -> Self {
+        use pb::step_spec::Kind;
+        let kind = match *s {
+            StepSpec::TimestampGeneration { iterations, batch_size } => {
+                Kind::TimestampGeneration(pb::TimestampGeneration { iterations, batch_size })
+            }
+            StepSpec::TimestampPrecision { duration, max_samples } => {
+                Kind::TimestampPrecision(pb::TimestampPrecision {
+                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                    max_samples,
+                })
+            }
+            StepSpec::RedisBasicOps { iterations, members } => {
+                Kind::RedisBasicOps(pb::RedisBasicOps { iterations, members })
+            }
+        };
+        pb::StepSpec { kind: Some(kind) }
+    }
+}
+
+impl TryFrom<&pb::StepSpec> for StepSpec {
+    type Error = ConvertError;
+
+    fn try_from(s: &pb::StepSpec) -> Result<Self, Self::Error> {
+        use pb::step_spec::Kind;
+        Ok(match s.kind.as_ref().ok_or(ConvertError::Missing("StepSpec.kind"))? {
+            Kind::TimestampGeneration(t) => StepSpec::TimestampGeneration {
+                iterations: t.iterations,
+                batch_size: t.batch_size.max(1),
+            },
+            Kind::TimestampPrecision(t) => StepSpec::TimestampPrecision {
+                duration: Duration::from_millis(t.duration_ms),
+                max_samples: t.max_samples,
+            },
+            Kind::RedisBasicOps(r) => StepSpec::RedisBasicOps {
+                iterations: r.iterations,
+                members: r.members,
+            },
+        })
+    }
+}
+
+impl From<ClockEstimate> for pb::ClockEstimate {
+    fn from(c: ClockEstimate) -> Self {
+        pb::ClockEstimate {
+            offset_ns: c.offset_ns,
+            uncertainty_ns: c.uncertainty_ns,
+        }
+    }
+}
+
+impl From<&pb::ClockEstimate> for ClockEstimate {
+    fn from(c: &pb::ClockEstimate) -> Self {
+        ClockEstimate {
+            offset_ns: c.offset_ns,
+            uncertainty_ns: c.uncertainty_ns,
+            rtt_ns: c.uncertainty_ns * 2,
+            samples: 0,
+        }
+    }
+}
+
+/// Shorthand constructors for the `oneof` wrappers.
+impl pb::AgentMessage {
+    pub fn of(kind: pb::agent_message::Kind) -> Self {
+        Self { kind: Some(kind) }
+    }
+}
+
+impl pb::CoordinatorMessage {
+    pub fn of(kind: pb::coordinator_message::Kind) -> Self {
+        Self { kind: Some(kind) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sets_survive_the_wire() {
+        let mut m = MetricSet::new();
+        for v in [10u64, 20, 30, 4000] {
+            m.histogram_mut("set.latency_us").record(v).unwrap();
+        }
+        m.add_counter("set.ok", 4);
+        m.set_gauge("set.start_us", 5.0, GaugeMerge::Min);
+        let wire = pb::MetricSet::try_from(&m).unwrap();
+        let back = MetricSet::try_from(&wire).unwrap();
+        assert_eq!(back.counters, m.counters);
+        assert_eq!(back.gauges, m.gauges);
+        assert_eq!(back.histograms["set.latency_us"], m.histograms["set.latency_us"]);
+    }
+
+    #[test]
+    fn step_specs_survive_the_wire() {
+        for s in [
+            StepSpec::TimestampGeneration {
+                iterations: 1000,
+                batch_size: 100,
+            },
+            StepSpec::TimestampPrecision {
+                duration: Duration::from_millis(1500),
+                max_samples: 7,
+            },
+            StepSpec::RedisBasicOps {
+                iterations: 3,
+                members: 10,
+            },
+        ] {
+            let wire = pb::StepSpec::from(&s);
+            assert_eq!(StepSpec::try_from(&wire).unwrap(), s);
+        }
+        assert!(StepSpec::try_from(&pb::StepSpec { kind: None }).is_err());
+    }
+
+    #[test]
+    fn a_gauge_without_a_rule_is_refused() {
+        let mut wire = pb::MetricSet::default();
+        wire.gauges.insert("g".into(), pb::Gauge { value: 1.0, merge: 0 });
+        assert!(matches!(MetricSet::try_from(&wire), Err(ConvertError::GaugeRule(_))));
+    }
+}

@@ -53,6 +53,9 @@ pub enum AgentError {
     Refused(String),
 }
 
+/// How long a cancelled step may take to stop its load and delete its keys before it is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
 /// Step kinds this agent can run (sent in `Hello`).
 pub const CAPABILITIES: &[&str] = bandsync_common::plan::STEP_KINDS;
 
@@ -201,6 +204,7 @@ impl Session {
                 })),
                 ops: 0,
                 errors: 0,
+                coord_started_unix_ns: 0,
             };
             let _ = self
                 .tx
@@ -224,15 +228,22 @@ impl Session {
         });
     }
 
-    /// Cancels the running step and waits (bounded) for its load to stop and its keys to go.
+    /// Cancels the running step and waits (bounded) for its load to stop and its keys to go;
+    /// a step that does not stop in time is aborted, so no load outlives this call.
     async fn stop_current(&mut self, why: &str) {
-        if let Some(c) = self.current.take()
+        if let Some(mut c) = self.current.take()
             && !c.handle.is_finished()
         {
             info!(step = c.step_index, why, "stopping the running step");
             c.cancel.cancel();
-            if tokio::time::timeout(Duration::from_secs(10), c.handle).await.is_err() {
-                warn!(step = c.step_index, "step did not stop within 10 s");
+            if tokio::time::timeout(STOP_GRACE, &mut c.handle).await.is_err() {
+                warn!(
+                    step = c.step_index,
+                    "step did not stop within {} s; aborting it",
+                    STOP_GRACE.as_secs()
+                );
+                c.handle.abort();
+                let _ = c.handle.await;
             }
         }
     }

@@ -3,7 +3,7 @@
 //! and the coordinator's `Abort` both cancel the workload, which then cleans up after itself.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use bandsync_common::clock::{ClockEstimate, now_unix_ns};
@@ -24,7 +24,8 @@ pub(crate) async fn run(
 ) {
     let step_index = rs.step_index;
     let live = Arc::new(Live::default());
-    let outcome = match execute(&rs, clock, agent_index, &cancel, &tx, &live).await {
+    let started = AtomicI64::new(0);
+    let outcome = match execute(&rs, clock, agent_index, &cancel, &tx, &live, &started).await {
         Ok(metrics) => match pb::MetricSet::try_from(&metrics) {
             Ok(m) => Outcome::Metrics(m),
             Err(e) => Outcome::Failure(pb::StepFailure { message: e.to_string() }),
@@ -42,6 +43,7 @@ pub(crate) async fn run(
         outcome: Some(outcome),
         ops,
         errors,
+        coord_started_unix_ns: started.load(Ordering::Relaxed),
     };
     let _ = tx
         .send(pb::AgentMessage::of(agent_message::Kind::StepResult(result)))
@@ -55,6 +57,7 @@ async fn execute(
     cancel: &CancellationToken,
     tx: &mpsc::Sender<pb::AgentMessage>,
     live: &Arc<Live>,
+    started: &AtomicI64,
 ) -> Result<bandsync_common::metrics::MetricSet, String> {
     let spec = rs.spec.as_ref().ok_or("RunStep has no spec")?;
     let spec = StepSpec::try_from(spec).map_err(|e| e.to_string())?;
@@ -70,6 +73,7 @@ async fn execute(
             () = cancel.cancelled() => return Err("aborted before it started".into()),
         }
     }
+    started.store(clock.to_coordinator(now_unix_ns()), Ordering::Relaxed);
     info!(step = %rs.step_name, kind = spec.kind(), shard = shard.index, of = shard.count, "step started");
 
     let timed_out = Arc::new(AtomicBool::new(false));

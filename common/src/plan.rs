@@ -561,7 +561,8 @@ pub fn check_redis_url(v: &str) -> Result<(), String> {
 
 /// Parses `"250ms"`, `"10s"`, `"2m"`, `"1h"`, `"1m30s"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let s = text.trim();
+    let s: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let s = s.as_str();
     if s.is_empty() {
         return Err("empty duration: write e.g. \"10s\", \"500ms\", \"2m\"".into());
     }
@@ -638,56 +639,52 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The dotted path (`steps[1].iterations`) of the key on the line holding `offset`, for errors
-/// that serde reports without a field name.
+/// that serde reports without a field name. A malformed table header is named as written.
 fn field_path_at(source: &str, offset: usize) -> String {
     let offset = offset.min(source.len());
     let mut table = String::new();
-    let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut arrays: Vec<(String, usize)> = Vec::new();
     let mut pos = 0;
     for line in source.split_inclusive('\n') {
-        let start = pos;
         pos += line.len();
         let t = line.trim();
-        if t.starts_with("[[") {
-            let name = t
-                .trim_start_matches("[[")
-                .split("]]")
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned();
-            let n = match counts.iter_mut().find(|(k, _)| *k == name) {
+        let here = offset < pos || pos == source.len();
+        if let Some(inner) = t.strip_prefix("[[") {
+            let Some((name, _)) = inner.split_once("]]") else {
+                if here {
+                    return t.to_owned();
+                }
+                continue;
+            };
+            let name = name.trim().to_owned();
+            let n = match arrays.iter_mut().find(|(k, _)| *k == name) {
                 Some((_, n)) => {
                     *n += 1;
                     *n - 1
                 }
                 None => {
-                    counts.push((name.clone(), 1));
+                    arrays.push((name.clone(), 1));
                     0
                 }
             };
             table = format!("{name}[{n}]");
-        } else if t.starts_with('[') {
-            table = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned();
+        } else if let Some(inner) = t.strip_prefix('[') {
+            let Some((name, _)) = inner.split_once(']') else {
+                if here {
+                    return t.to_owned();
+                }
+                continue;
+            };
+            table = name.trim().to_owned();
+        } else if here && let Some((key, _)) = t.split_once('=') {
+            let key = key.trim().trim_matches('"');
+            return if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            };
         }
-        if offset < pos || pos == source.len() {
-            if !t.starts_with('[')
-                && let Some(eq) = t.find('=')
-            {
-                let key = t[..eq].trim().trim_matches('"');
-                return if table.is_empty() {
-                    key.to_owned()
-                } else {
-                    format!("{table}.{key}")
-                };
-            }
-            let _ = start;
+        if here {
             return if table.is_empty() { "(plan)".to_owned() } else { table };
         }
     }

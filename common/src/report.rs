@@ -69,6 +69,10 @@ pub struct StepRecord {
     pub failures: Vec<(String, String)>,
     pub duration_s: f64,
     pub merged: MetricSet,
+    /// The instant the coordinator told every agent to start, coordinator time.
+    pub scheduled_start_unix_ns: i64,
+    /// When each agent actually started, coordinator time.
+    pub agent_starts_unix_ns: Vec<(String, i64)>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,6 +113,10 @@ pub struct StepReport {
     pub agents_reported: Vec<String>,
     pub failures: Vec<StepFailure>,
     pub duration_s: f64,
+    /// Latest agent start minus earliest, ms (how simultaneously the agents started).
+    pub start_spread_ms: Option<f64>,
+    /// Each agent's actual start minus the scheduled instant, ms, in the order they reported.
+    pub start_delay_ms: Vec<f64>,
     /// `None` when no agent returned a result.
     pub figures: Option<Figures>,
 }
@@ -237,6 +245,18 @@ impl Report {
                     })
                     .collect(),
                 duration_s: s.duration_s,
+                start_spread_ms: {
+                    let starts = s.agent_starts_unix_ns.iter().map(|(_, t)| *t);
+                    match (starts.clone().min(), starts.max()) {
+                        (Some(a), Some(b)) => Some((b - a) as f64 / 1e6),
+                        _ => None,
+                    }
+                },
+                start_delay_ms: s
+                    .agent_starts_unix_ns
+                    .iter()
+                    .map(|(_, t)| (t - s.scheduled_start_unix_ns) as f64 / 1e6)
+                    .collect(),
                 figures: (!s.agents_reported.is_empty())
                     .then(|| compute_figures(&s.step.spec, &s.merged, &record.criteria, s.agents_reported.len())),
             })
@@ -769,6 +789,24 @@ pub fn render_text(r: &Report) -> String {
             c.name,
             c.target,
             c.measured.as_deref().unwrap_or("not measured by this plan")
+        );
+    }
+
+    let _ = writeln!(w, "\n🧭 STEPS:");
+    let _ = writeln!(
+        w,
+        "   {:<28} {:<26} {:>7} {:>10} {:>14}",
+        "step", "kind", "agents", "duration", "start spread"
+    );
+    for s in &r.steps {
+        let _ = writeln!(
+            w,
+            "   {:<28} {:<26} {:>7} {:>10} {:>14}",
+            truncate(&s.name, 28),
+            s.kind,
+            format!("{}/{}", s.agents_reported.len(), s.agents_sent.len()),
+            format!("{:.2} s", s.duration_s),
+            s.start_spread_ms.map_or_else(|| "-".into(), |m| format!("{m:.2} ms"))
         );
     }
 

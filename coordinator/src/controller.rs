@@ -270,6 +270,8 @@ impl<'a> Controller<'a> {
             failures: Vec::new(),
             duration_s: 0.0,
             merged: MetricSet::new(),
+            scheduled_start_unix_ns: start_at,
+            agent_starts_unix_ns: Vec::new(),
         };
         let mut pending = BTreeSet::new();
         for (shard, &i) in participants.iter().enumerate() {
@@ -319,6 +321,9 @@ impl<'a> Controller<'a> {
                         let agent = &mut self.agents[i as usize];
                         agent.row.errors += r.errors;
                         let id = agent.row.agent_id.clone();
+                        if r.coord_started_unix_ns != 0 {
+                            record.agent_starts_unix_ns.push((id.clone(), r.coord_started_unix_ns));
+                        }
                         match r.outcome {
                             Some(pb::step_result::Outcome::Metrics(m)) => match MetricSet::try_from(&m) {
                                 Ok(m) => match record.merged.merge(&m) {

@@ -50,14 +50,16 @@ pub async fn basic_ops(iterations: u64, members: u32, ctx: &StepContext) -> Resu
     let set_key = |i: u64| format!("{}set:{i}", ctx.key_base);
     let hash_key = |i: u64| format!("{}session:{i}", ctx.key_base);
 
+    // How many indices of each key family were attempted: cleanup deletes exactly those.
+    let (mut set_attempted, mut hash_attempted) = (0u64, 0u64);
     let outcome = async {
-        phase(&mut m, "set", iterations, ctx, |i| {
+        phase(&mut m, "set", iterations, ctx, &mut set_attempted, |i| {
             let mut c = con.clone();
             let (k, v) = (set_key(i), data.as_str());
             async move { redis::cmd("SET").arg(k).arg(v).query_async::<()>(&mut c).await }
         })
         .await?;
-        phase(&mut m, "get", iterations, ctx, |i| {
+        phase(&mut m, "get", iterations, ctx, &mut 0, |i| {
             let mut c = con.clone();
             let k = set_key(i);
             async move {
@@ -69,7 +71,7 @@ pub async fn basic_ops(iterations: u64, members: u32, ctx: &StepContext) -> Resu
             }
         })
         .await?;
-        phase(&mut m, "hset", iterations, ctx, |i| {
+        phase(&mut m, "hset", iterations, ctx, &mut hash_attempted, |i| {
             let mut c = con.clone();
             let (k, v, n) = (hash_key(i), data.as_str(), member_count.as_str());
             async move {
@@ -86,7 +88,7 @@ pub async fn basic_ops(iterations: u64, members: u32, ctx: &StepContext) -> Resu
             }
         })
         .await?;
-        phase(&mut m, "hget", iterations, ctx, |i| {
+        phase(&mut m, "hget", iterations, ctx, &mut 0, |i| {
             let mut c = con.clone();
             let k = hash_key(i);
             async move {
@@ -99,7 +101,7 @@ pub async fn basic_ops(iterations: u64, members: u32, ctx: &StepContext) -> Resu
             }
         })
         .await?;
-        phase(&mut m, "del", iterations, ctx, |i| {
+        phase(&mut m, "del", iterations, ctx, &mut 0, |i| {
             let mut c = con.clone();
             let k = set_key(i);
             async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await }
@@ -109,7 +111,7 @@ pub async fn basic_ops(iterations: u64, members: u32, ctx: &StepContext) -> Resu
     .await;
 
     // Cleanup runs whatever happened above: the hashes, and any SET key a cancelled run left.
-    let deleted = cleanup(&mut con, ctx, iterations, &[&set_key, &hash_key]).await;
+    let deleted = cleanup(&mut con, ctx, &[(&set_key, set_attempted), (&hash_key, hash_attempted)]).await;
     m.add_counter(basic_ops::CLEANUP_DELETED, deleted);
     outcome.map(|()| m)
 }
@@ -121,6 +123,7 @@ async fn phase<F, Fut>(
     op: &str,
     iterations: u64,
     ctx: &StepContext,
+    attempted: &mut u64,
     mut make: F,
 ) -> Result<(), WorkloadError>
 where
@@ -135,6 +138,7 @@ where
         if ctx.cancel.is_cancelled() {
             return Err(WorkloadError::Cancelled);
         }
+        *attempted = i + 1;
         let fut = make(i);
         let start = Instant::now();
         let r = fut.await;
@@ -161,20 +165,18 @@ where
     Ok(())
 }
 
-/// Deletes `key(i)` for every key family and `i < iterations`, in batches; returns how many keys
-/// existed. Bounded in time: a dead Redis cannot hold the agent here.
-pub async fn cleanup(
-    con: &mut MultiplexedConnection,
-    ctx: &StepContext,
-    iterations: u64,
-    families: &[&(dyn Fn(u64) -> String + Sync)],
-) -> u64 {
+/// A family of keys, `key(i)` for `i < count`.
+pub type KeyFamily<'a> = (&'a (dyn Fn(u64) -> String + Sync), u64);
+
+/// Deletes every key of every family, in batches; returns how many keys existed.
+/// Bounded in time: a dead Redis cannot hold the agent here.
+pub async fn cleanup(con: &mut MultiplexedConnection, ctx: &StepContext, families: &[KeyFamily<'_>]) -> u64 {
     let work = async {
         let mut deleted = 0u64;
-        for family in families {
+        for &(family, count) in families {
             let mut i = 0;
-            while i < iterations {
-                let end = (i + CLEANUP_BATCH).min(iterations);
+            while i < count {
+                let end = (i + CLEANUP_BATCH).min(count);
                 let keys: Vec<String> = (i..end).map(family).collect();
                 match redis::cmd("DEL").arg(&keys).query_async::<u64>(con).await {
                     Ok(n) => deleted += n,

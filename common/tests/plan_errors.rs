@@ -1,0 +1,181 @@
+//! Malformed plans, each with its exact message: file, line, column, field, what is wrong.
+
+use bandsync_common::plan::{StepSpec, parse};
+
+const TARGET: &str = "[target]\nredis_url = \"redis://127.0.0.1:6379\"\n";
+
+fn err(text: &str) -> String {
+    match parse(text, "plan.toml", "plan") {
+        Ok(p) => panic!("expected an error, got a plan: {p:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn malformed_plans_give_their_exact_error_and_line() {
+    let t = TARGET;
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "nmae = \"x\"\n".into(),
+            "plan.toml:1:1: nmae: unknown field `nmae`, expected one of `name`, `description`, `target`, `run`, `testbed`, `criteria`, `steps`",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterashuns = 5\n"),
+            "plan.toml:5:1: steps[0].iterashuns: unknown field `iterashuns`, expected one of `name`, `kind`, `timeout`, `iterations`, `batch_size`, `duration`, `max_samples`, `members`",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterations = \"many\"\n"),
+            "plan.toml:5:14: steps[0].iterations: invalid type: string \"many\", expected i64",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterations = -5\n"),
+            "plan.toml:5:14: steps[0].iterations: must be between 1 and 10000000, got -5",
+        ),
+        (
+            "[[steps]]\nkind = \"timestamp_generation\"\n".into(),
+            "plan.toml:1:1: target: missing: set [target] redis_url = \"redis://HOST:PORT\", or let the testbed start a Redis with [testbed] redis = true",
+        ),
+        (
+            "[target]\nkey_prefix = \"x\"\n[[steps]]\nkind = \"redis_basic_ops\"\n".into(),
+            "plan.toml:1:1: target.redis_url: missing: set [target] redis_url = \"redis://HOST:PORT\", or let the testbed start a Redis with [testbed] redis = true",
+        ),
+        (
+            "[target]\nredis_url = \"http://127.0.0.1:6379\"\n[[steps]]\nkind = \"redis_basic_ops\"\n".into(),
+            "plan.toml:2:13: target.redis_url: `http://127.0.0.1:6379` is not a Redis URL: scheme `http` is not one of redis, rediss, redis+unix, unix",
+        ),
+        (
+            "[target]\nredis_url = \"redis://\"\n[[steps]]\nkind = \"redis_basic_ops\"\n".into(),
+            "plan.toml:2:13: target.redis_url: `redis://` is not a Redis URL: it has no host",
+        ),
+        (
+            "[target]\nredis_url = \"not a url\"\n[[steps]]\nkind = \"redis_basic_ops\"\n".into(),
+            "plan.toml:2:13: target.redis_url: `not a url` is not a Redis URL: relative URL without a base",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_fancy\"\n"),
+            "plan.toml:4:8: steps[0].kind: unknown step kind `redis_fancy`: expected one of timestamp_generation, timestamp_precision, redis_basic_ops",
+        ),
+        (
+            format!("{t}[[steps]]\n"),
+            "plan.toml:3:1: steps[0].kind: missing: one of timestamp_generation, timestamp_precision, redis_basic_ops",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nduration = \"5s\"\n"),
+            "plan.toml:5:12: steps[0].duration: not a parameter of `redis_basic_ops` (it takes: iterations, members)",
+        ),
+        (
+            format!("{t}[run]\nagents = 0\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
+            "plan.toml:4:10: run.agents: must be between 1 and 10000, got 0",
+        ),
+        (
+            format!(
+                "{t}[[steps]]\nname = \"a\"\nkind = \"redis_basic_ops\"\n[[steps]]\nname = \"a\"\nkind = \"timestamp_generation\"\n"
+            ),
+            "plan.toml:7:8: steps[1].name: duplicate step name `a`: step names must be unique",
+        ),
+        (
+            t.to_string(),
+            "plan.toml:1:1: steps: the plan has no steps: add at least one [[steps]] table",
+        ),
+        (
+            format!("{t}[[steps]\nkind = \"redis_basic_ops\"\n"),
+            "plan.toml:3:9: [[steps]: unclosed array table, expected `]`",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"timestamp_generation\"\niterations = 1000\nbatch_size = 300\n"),
+            "plan.toml:6:14: steps[0].batch_size: 300 does not divide iterations = 1000",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"timestamp_precision\"\nduration = \"10 parsecs\"\n"),
+            "plan.toml:5:12: steps[0].duration: `10 parsecs`: unknown unit `parsecs` (use ms, s, m or h)",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"timestamp_precision\"\nduration = \"20m\"\ntimeout = \"5m\"\n"),
+            "plan.toml:5:12: steps[0].duration: 20m is not shorter than the step timeout 5m",
+        ),
+        (
+            "[target]\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"bad*prefix\"\n[[steps]]\nkind = \"redis_basic_ops\"\n"
+                .into(),
+            "plan.toml:3:14: target.key_prefix: `bad*prefix` is not a valid prefix: use 1 to 64 of A-Z a-z 0-9 - _ . (it becomes part of SCAN patterns)",
+        ),
+        (
+            format!("{t}[testbed]\nlocal_agents = 2\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
+            "plan.toml:2:13: target.redis_url: `redis://127.0.0.1:6379` conflicts with [testbed] redis = true, which starts its own Redis: remove one of them",
+        ),
+        (
+            format!("{t}[criteria]\ntimestamps_per_second = -1.0\n[[steps]]\nkind = \"timestamp_generation\"\n"),
+            "plan.toml:4:25: criteria.timestamps_per_second: must be a positive number, got -1",
+        ),
+        (
+            format!("{t}[run]\nagent_wait = \"0s\"\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
+            "plan.toml:4:14: run.agent_wait: must be longer than zero",
+        ),
+        (
+            format!("{t}[run]\nstep_timeout = 30\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
+            "plan.toml:4:16: run.step_timeout: invalid type: integer `30`, expected a string",
+        ),
+        (
+            format!("{t}[testbed]\nlocal_agents = 0\nredis = false\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
+            "plan.toml:3:1: testbed: starts nothing: set local_agents > 0 or redis = true",
+        ),
+        ("name = \"x\"\nname = \"y\"\n".into(), "plan.toml:2:1: name: duplicate key"),
+    ];
+    let mut failures = Vec::new();
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let got = err(text);
+        if got != *expected {
+            failures.push(format!("case {i}:\n  expected: {expected}\n  got:      {got}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_good_plan_gets_defaults_and_unique_names() {
+    let text = format!(
+        "{TARGET}[[steps]]\nkind = \"redis_basic_ops\"\n[[steps]]\nkind = \"redis_basic_ops\"\niterations = 5\n"
+    );
+    let plan = parse(&text, "plan.toml", "my-plan").unwrap();
+    assert_eq!(plan.name, "my-plan");
+    assert_eq!(plan.target.key_prefix, "bandsync-test");
+    let names: Vec<_> = plan.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["redis_basic_ops", "redis_basic_ops-2"]);
+    assert_eq!(
+        plan.steps[0].spec,
+        StepSpec::RedisBasicOps {
+            iterations: 1000,
+            members: 10
+        }
+    );
+    assert_eq!(
+        plan.steps[1].spec,
+        StepSpec::RedisBasicOps {
+            iterations: 5,
+            members: 10
+        }
+    );
+}
+
+#[test]
+fn every_plan_in_the_repository_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            bandsync_common::plan::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no plans found in {}", dir.display());
+}
+
+#[test]
+fn an_unreadable_file_is_named() {
+    let e = bandsync_common::plan::load(std::path::Path::new("/nonexistent/plan.toml")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/plan.toml:0:0: (file): cannot read the plan"),
+        "{e}"
+    );
+}

@@ -1,0 +1,282 @@
+//! End to end, in one process: a real redis-server, the coordinator on a loopback port the OS
+//! picked, and two agents dialing it over real gRPC. Asserts on measured outcomes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bandsync_agent::{AgentConfig, AgentExit};
+use bandsync_common::plan::{self, Plan};
+use bandsync_common::report::{CriterionStatus, Figures, Report, RunStatus};
+use bandsync_coordinator::testbed::RedisServer;
+use bandsync_proto::PROTOCOL_VERSION;
+use bandsync_proto::pb::{self, agent_message, load_test_client::LoadTestClient};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+fn quickstart() -> Plan {
+    plan::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans/quickstart.toml")).unwrap()
+}
+
+fn spawn_agents(
+    n: usize,
+    addr: std::net::SocketAddr,
+) -> Vec<JoinHandle<Result<AgentExit, bandsync_agent::AgentError>>> {
+    (0..n)
+        .map(|i| {
+            let config = AgentConfig {
+                coordinator: addr.to_string(),
+                agent_id: format!("e2e-{i}"),
+                connect_timeout: Duration::from_secs(10),
+            };
+            tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
+        })
+        .collect()
+}
+
+async fn redis_con(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quickstart_plan_runs_end_to_end_on_two_agents() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut con = redis_con(&redis).await;
+    // Keys the suite did not create: one outside the prefix, one under the prefix of another run.
+    let sentinel: &[u8] = b"sentinel \x00\xff value";
+    redis::cmd("SET")
+        .arg("sentinel:outside")
+        .arg(sentinel)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg("bandsync-test:r1-other:x")
+        .arg("other run")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+
+    let mut plan = quickstart();
+    plan.target.redis_url = Some(redis.url());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agents = spawn_agents(2, listener.local_addr().unwrap());
+    let report = bandsync_coordinator::run(&plan, listener, 2, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(report.status, RunStatus::Complete, "{report:#?}");
+    assert_eq!(report.steps.len(), 3);
+    for s in &report.steps {
+        assert_eq!(
+            s.agents_reported.len(),
+            2,
+            "step {} reported by {:?}",
+            s.name,
+            s.agents_reported
+        );
+        assert!(s.failures.is_empty(), "{:?}", s.failures);
+    }
+
+    // Counts add up across agents: every agent runs the step's full count.
+    let Some(Figures::TimestampGeneration(g)) = report.step_figures("timestamp_generation") else {
+        panic!()
+    };
+    assert_eq!(g.total_iterations, 2 * 100_000);
+    assert_eq!(g.batch_count, 2 * 100);
+    assert_eq!(g.comparisons, 2 * 100 * 999);
+    assert_eq!(g.batch_duration_ns.count, 200);
+    assert!(g.min_timestamps_per_second <= g.avg_timestamps_per_second);
+    assert!(g.avg_timestamps_per_second <= g.max_timestamps_per_second);
+
+    let Some(Figures::TimestampPrecision(p)) = report.step_figures("timestamp_precision") else {
+        panic!()
+    };
+    assert!(p.total_measurements > 100, "{p:?}");
+    assert_eq!(p.read_gap_ns.count, p.total_measurements);
+    assert!(p.zero_diffs <= p.total_measurements && p.small_diffs <= p.total_measurements);
+
+    let Some(Figures::RedisBasicOps(r)) = report.step_figures("redis_basic_ops") else {
+        panic!()
+    };
+    assert_eq!(r.operations.len(), 5);
+    for op in &r.operations {
+        assert_eq!(op.iterations, 2 * 1000, "{}", op.op);
+        assert_eq!(op.ok, 2 * 1000, "{}", op.op);
+        assert_eq!(op.errors, 0, "{}", op.op);
+        assert_eq!(op.latency_us.count, 2000, "{}", op.op);
+        assert!(op.avg_ms > 0.0 && op.ops_per_sec_document > 0.0 && op.throughput_ops_per_sec > 0.0);
+        // Two agents working at once: the wall-time throughput cannot be below one agent's rate
+        // by more than scheduling noise, nor above the sum of both by definition.
+        assert!(op.throughput_ops_per_sec < 2.5 * op.ops_per_sec_document, "{op:?}");
+    }
+    assert!(r.payload_bytes > 1000, "the 10-member session JSON is about 1.3 KB");
+
+    // Agents on this host share the coordinator's clock: offset 0 must lie within each bound.
+    assert_eq!(report.agents.len(), 2);
+    for a in &report.agents {
+        let c = a.clock.expect("clock estimated");
+        assert!(
+            c.contains(0),
+            "agent {} offset {} ns not within ±{} ns of 0",
+            a.agent_id,
+            c.offset_ns,
+            c.uncertainty_ns
+        );
+        assert_eq!(c.samples as usize, bandsync_coordinator::controller::CLOCK_PROBES);
+        assert_eq!(a.steps_completed, 3);
+        assert!(a.lost.is_none());
+    }
+
+    // Nothing left under the run prefix; nothing else touched.
+    assert_eq!(report.leftover_keys, Some(0));
+    let c = report.criteria.iter().find(|c| c.id == "leftover_keys").unwrap();
+    assert_eq!(c.status, CriterionStatus::Pass);
+    let pattern = format!("{}*", report.target.run_prefix);
+    let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg(&pattern)
+        .arg("COUNT")
+        .arg(10_000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let after: Vec<u8> = redis::cmd("GET")
+        .arg("sentinel:outside")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(after, sentinel);
+    let other: String = redis::cmd("GET")
+        .arg("bandsync-test:r1-other:x")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(other, "other run");
+
+    for a in agents {
+        assert_eq!(a.await.unwrap().unwrap(), AgentExit::Finished);
+    }
+
+    // The report renders and serializes.
+    let text = bandsync_common::report::render_text(&report);
+    for line in [
+        "Avg Timestamps/sec:",
+        "Precision Rating:",
+        "SET Ops/sec:",
+        "HGET Ops/sec:",
+        "OVERALL PERFORMANCE RATING",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["steps"][2]["figures"]["operations"][0]["ok"], 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_start_each_step_at_the_same_instant() {
+    // The RunStep reaches the agents about 300 ms before the scheduled instant. Each agent must
+    // start at that instant (converted with its clock offset), not on receipt: no agent starts
+    // before it, and none is more than scheduling noise after it.
+    let redis = RedisServer::start().await.unwrap();
+    let text = format!(
+        "[target]\nredis_url = \"{}\"\n[[steps]]\nkind = \"redis_basic_ops\"\niterations = 50\n",
+        redis.url()
+    );
+    let plan = plan::parse(&text, "sync.toml", "sync").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agents = spawn_agents(2, listener.local_addr().unwrap());
+    let report: Report = bandsync_coordinator::run(&plan, listener, 2, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Complete);
+    let Some(Figures::RedisBasicOps(r)) = report.step_figures("redis_basic_ops") else {
+        panic!()
+    };
+    assert_eq!(r.operations[0].ok, 100);
+    let step = &report.steps[0];
+    assert_eq!(step.start_delay_ms.len(), 2);
+    let bound_ms = report
+        .agents
+        .iter()
+        .map(|a| a.clock.unwrap().uncertainty_ns)
+        .max()
+        .unwrap() as f64
+        / 1e6;
+    for d in &step.start_delay_ms {
+        assert!(
+            *d >= -bound_ms,
+            "an agent started {d} ms before the scheduled instant (clock bound {bound_ms} ms)"
+        );
+        assert!(*d < 100.0, "an agent started {d} ms after the scheduled instant");
+    }
+    assert!(step.start_spread_ms.unwrap() < 100.0, "{:?}", step.start_spread_ms);
+    for a in agents {
+        a.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_with_another_protocol_version_is_refused_with_both_versions_named() {
+    let plan = plan::parse(
+        "[target]\nredis_url = \"redis://127.0.0.1:1\"\n[[steps]]\nkind = \"timestamp_generation\"\n",
+        "p.toml",
+        "p",
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let coordinator = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { bandsync_coordinator::run(&plan, listener, 1, shutdown).await }
+    });
+
+    let mut client = loop {
+        match LoadTestClient::connect(format!("http://{addr}")).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let hello = pb::Hello {
+        agent_id: "old-agent".into(),
+        protocol_version: PROTOCOL_VERSION + 41,
+        ..Default::default()
+    };
+    let stream = tokio_stream::iter([pb::AgentMessage::of(agent_message::Kind::Hello(hello))]);
+    let status = client.session(stream).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    let msg = status.message();
+    assert!(msg.contains(&format!("speaks {}", PROTOCOL_VERSION + 41)), "{msg}");
+    assert!(
+        msg.contains(&format!("this coordinator speaks {PROTOCOL_VERSION}")),
+        "{msg}"
+    );
+
+    // Ctrl-C while waiting for agents: no report, interrupted.
+    shutdown.cancel();
+    let err = coordinator.await.unwrap().unwrap_err();
+    assert_eq!(err.exit_code(), 130, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_target_fails_before_any_agent_is_involved() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let text = format!("[target]\nredis_url = \"redis://127.0.0.1:{port}\"\n[[steps]]\nkind = \"redis_basic_ops\"\n");
+    let plan = plan::parse(&text, "p.toml", "p").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = bandsync_coordinator::run(&plan, listener, 1, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().contains(&format!("redis://127.0.0.1:{port}")), "{err}");
+}

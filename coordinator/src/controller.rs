@@ -325,15 +325,12 @@ impl<'a> Controller<'a> {
                             record.agent_starts_unix_ns.push((id.clone(), r.coord_started_unix_ns));
                         }
                         match r.outcome {
-                            Some(pb::step_result::Outcome::Metrics(m)) => match MetricSet::try_from(&m) {
-                                Ok(m) => match record.merged.merge(&m) {
-                                    Ok(()) => {
-                                        agent.row.steps_completed += 1;
-                                        record.agents_reported.push(id);
-                                    }
-                                    Err(e) => record.failures.push((id, format!("result does not merge: {e}"))),
-                                },
-                                Err(e) => record.failures.push((id, format!("result does not decode: {e}"))),
+                            Some(pb::step_result::Outcome::Metrics(m)) => match merge_result(&mut record.merged, &m) {
+                                Ok(()) => {
+                                    agent.row.steps_completed += 1;
+                                    record.agents_reported.push(id);
+                                }
+                                Err(e) => record.failures.push((id, e)),
                             },
                             Some(pb::step_result::Outcome::Failure(f)) => record.failures.push((id, f.message)),
                             None => record.failures.push((id, "empty result".into())),
@@ -421,6 +418,12 @@ impl<'a> Controller<'a> {
         })
         .await;
     }
+}
+
+/// Decodes one agent's wire metric set and adds it, exactly, into the step's merged set.
+pub fn merge_result(merged: &mut MetricSet, wire: &pb::MetricSet) -> Result<(), String> {
+    let m = MetricSet::try_from(wire).map_err(|e| format!("result does not decode: {e}"))?;
+    merged.merge(&m).map_err(|e| format!("result does not merge: {e}"))
 }
 
 /// Refuses agents that arrive after the run has its agents.

@@ -8,7 +8,8 @@ fn coordinator() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bandsync-coordinator"))
 }
 
-/// The agent binary cargo built beside the coordinator for this test run.
+/// The agent binary beside the coordinator's. `cargo test` does not rebuild another package's
+/// binary: `scripts/test` runs `cargo build --workspace --bins` first, so it is never stale.
 fn agent_bin() -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_bandsync-coordinator")).with_file_name("bandsync-agent");
     assert!(
@@ -151,4 +152,76 @@ fn usage_errors_exit_2() {
 
     let out = coordinator().args(["run"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("long.toml");
+    std::fs::write(
+        &plan,
+        "[testbed]\nlocal_agents = 2\n[[steps]]\nkind = \"timestamp_generation\"\n[[steps]]\nname = \"long\"\nkind = \"redis_basic_ops\"\niterations = 10000000\ntimeout = \"10m\"\n",
+    )
+    .unwrap();
+    let mut child = coordinator()
+        .args(["run", plan.to_str().unwrap()])
+        .arg("--agent-bin")
+        .arg(agent_bin())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut port = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(p) = line.split("port=").nth(1) {
+                port = p.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
+            }
+            // Interrupt once the long step's load is running on the agents.
+            if line.contains("progress") && line.contains("step=long") {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    let redis_port = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the long step got going");
+    let redis_port = redis_port.expect("the testbed logged its redis port");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    assert!(stdout.contains("RUN INTERRUPTED: partial report"), "{stdout}");
+    assert!(
+        stdout.contains("Avg Timestamps/sec:"),
+        "the finished step is in the partial report:\n{stdout}"
+    );
+    // The agents deleted what they wrote before the coordinator swept: nothing was left.
+    let keys_line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("Keys left under"))
+        .unwrap_or_default();
+    assert!(keys_line.ends_with("*: 0"), "{keys_line}\n{stdout}");
+    // The testbed's redis-server is gone.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err(),
+        "redis-server on {redis_port} still running"
+    );
 }

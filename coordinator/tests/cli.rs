@@ -20,6 +20,18 @@ fn agent_bin() -> PathBuf {
     p
 }
 
+/// `bandsync-coordinator run PLAN ARGS… --agent-bin AGENT`, logging at `log`.
+fn testbed_run(plan: &Path, args: &[&str], log: &str) -> Command {
+    let mut c = coordinator();
+    c.arg("run")
+        .arg(plan)
+        .args(args)
+        .arg("--agent-bin")
+        .arg(agent_bin())
+        .env("RUST_LOG", log);
+    c
+}
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
@@ -120,11 +132,7 @@ fn too_few_agents_exit_3_with_a_clear_error() {
         "[testbed]\nlocal_agents = 1\n[run]\nagents = 2\nagent_wait = \"3s\"\n[[steps]]\nkind = \"timestamp_generation\"\n",
     )
     .unwrap();
-    let out = coordinator()
-        .args(["run", plan.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .arg("--agent-bin")
-        .arg(agent_bin())
-        .env("RUST_LOG", "warn")
+    let out = testbed_run(&plan, &["--listen", "127.0.0.1:0"], "warn")
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
@@ -166,11 +174,7 @@ fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
         "[testbed]\nlocal_agents = 2\n[[steps]]\nkind = \"timestamp_generation\"\n[[steps]]\nname = \"long\"\nkind = \"redis_basic_ops\"\niterations = 10000000\ntimeout = \"10m\"\n",
     )
     .unwrap();
-    let mut child = coordinator()
-        .args(["run", plan.to_str().unwrap()])
-        .arg("--agent-bin")
-        .arg(agent_bin())
-        .env("RUST_LOG", "info")
+    let mut child = testbed_run(&plan, &[], "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

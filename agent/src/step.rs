@@ -84,6 +84,7 @@ async fn execute(
         agent_index,
         redis_url: target.redis_url,
         key_base: format!("{}:{}:agent{agent_index}:", target.key_prefix, target.run_id),
+        run_base: format!("{}:{}:", target.key_prefix, target.run_id),
         clock,
         cancel: cancel.clone(),
         live: live.clone(),

@@ -22,7 +22,16 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// Every step kind this version knows, in the order the document runs them.
-pub const STEP_KINDS: &[&str] = &["timestamp_generation", "timestamp_precision", "redis_basic_ops"];
+pub const STEP_KINDS: &[&str] = &[
+    "timestamp_generation",
+    "timestamp_precision",
+    "redis_basic_ops",
+    "redis_concurrent",
+    "redis_memory",
+    "session_integrity",
+    "session_concurrent_updates",
+    "redis_pool",
+];
 
 /// The checked plan.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -70,6 +79,16 @@ pub struct Criteria {
     pub timestamps_per_second: f64,
     /// Redis Basic Ops: > 10,000 operations/second.
     pub redis_ops_per_second: f64,
+    /// Memory Usage: < 5 KB per session (bytes).
+    pub memory_per_session_bytes: f64,
+    /// Concurrent Operations: > 95 % success rate.
+    pub concurrent_success_rate: f64,
+    /// Data integrity rate: > 99.9 %.
+    pub integrity_rate: f64,
+    /// Memory recovery: > 80 % after cleanup.
+    pub memory_recovery: f64,
+    /// Connection stability (pool success rate): > 95 %.
+    pub pool_success_rate: f64,
 }
 
 impl Default for Criteria {
@@ -77,6 +96,11 @@ impl Default for Criteria {
         Self {
             timestamps_per_second: 100_000.0,
             redis_ops_per_second: 10_000.0,
+            memory_per_session_bytes: 5_000.0,
+            concurrent_success_rate: 0.95,
+            integrity_rate: 0.999,
+            memory_recovery: 0.80,
+            pool_success_rate: 0.95,
         }
     }
 }
@@ -98,6 +122,58 @@ pub enum StepSpec {
     TimestampPrecision { duration: Duration, max_samples: u64 },
     /// Document 2.1: SET/GET/HSET/HGET/DEL of the session JSON, `iterations` each.
     RedisBasicOps { iterations: u64, members: u32 },
+    /// Document 2.1 concurrent: `clients` (divided over agents) × `operations` composite
+    /// HSET / HGET + parse / HSET operations.
+    RedisConcurrent {
+        clients: u64,
+        operations: u64,
+        members: u32,
+        connections: Connections,
+    },
+    /// Document 2.1 memory: `sessions` large sessions, `INFO memory` before, at peak, after
+    /// deleting half and all. Runs on one agent while the others wait.
+    RedisMemory { sessions: u64, members: u32, sample: u64 },
+    /// Document 2.2 integrity: `sessions` (divided over agents) written with an MD5 checksum,
+    /// read back and verified.
+    SessionIntegrity { sessions: u64 },
+    /// Document 2.2 concurrent updates: `updaters` (divided over agents) each apply `updates`
+    /// position += 100 updates to ONE session key shared by every agent.
+    SessionConcurrentUpdates {
+        updaters: u64,
+        updates: u64,
+        members: u32,
+        locking: Locking,
+        max_retries: u64,
+    },
+    /// Document 3.1 pooling: a pool of `pool_size` connections on every agent, one random
+    /// operation every `interval` for `duration`.
+    RedisPool {
+        pool_size: u32,
+        interval: Duration,
+        duration: Duration,
+    },
+}
+
+/// How `redis_concurrent` clients reach Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connections {
+    /// All clients of an agent share one multiplexed connection, as the document's single
+    /// ioredis client does (commands of different clients pipeline on it).
+    Shared,
+    /// Each client has its own connection.
+    PerClient,
+}
+
+/// How `session_concurrent_updates` protects its read-modify-write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Locking {
+    /// Optimistic locking: WATCH, read, MULTI…EXEC, retry when EXEC returns nil, on a
+    /// connection the updater owns.
+    Watch,
+    /// The document's code: read, then MULTI…EXEC without WATCH. It loses updates.
+    None,
 }
 
 impl StepSpec {
@@ -106,12 +182,25 @@ impl StepSpec {
             StepSpec::TimestampGeneration { .. } => "timestamp_generation",
             StepSpec::TimestampPrecision { .. } => "timestamp_precision",
             StepSpec::RedisBasicOps { .. } => "redis_basic_ops",
+            StepSpec::RedisConcurrent { .. } => "redis_concurrent",
+            StepSpec::RedisMemory { .. } => "redis_memory",
+            StepSpec::SessionIntegrity { .. } => "session_integrity",
+            StepSpec::SessionConcurrentUpdates { .. } => "session_concurrent_updates",
+            StepSpec::RedisPool { .. } => "redis_pool",
         }
+    }
+
+    /// Steps that run on one agent while the others wait (concurrent load would spoil the figure).
+    pub fn single_agent(&self) -> bool {
+        matches!(self, StepSpec::RedisMemory { .. })
     }
 
     /// Does this step talk to Redis?
     pub fn uses_redis(&self) -> bool {
-        matches!(self, StepSpec::RedisBasicOps { .. })
+        !matches!(
+            self,
+            StepSpec::TimestampGeneration { .. } | StepSpec::TimestampPrecision { .. }
+        )
     }
 }
 
@@ -217,6 +306,11 @@ struct RawTestbed {
 struct RawCriteria {
     timestamps_per_second: Option<Spanned<f64>>,
     redis_ops_per_second: Option<Spanned<f64>>,
+    memory_per_session_bytes: Option<Spanned<f64>>,
+    concurrent_success_rate: Option<Spanned<f64>>,
+    integrity_rate: Option<Spanned<f64>>,
+    memory_recovery: Option<Spanned<f64>>,
+    pool_success_rate: Option<Spanned<f64>>,
 }
 
 /// Every parameter any step kind takes; validation checks which ones a kind accepts.
@@ -231,6 +325,17 @@ struct RawStep {
     duration: Option<Spanned<String>>,
     max_samples: Option<Spanned<i64>>,
     members: Option<Spanned<i64>>,
+    clients: Option<Spanned<i64>>,
+    operations: Option<Spanned<i64>>,
+    connections: Option<Spanned<String>>,
+    sessions: Option<Spanned<i64>>,
+    sample: Option<Spanned<i64>>,
+    updaters: Option<Spanned<i64>>,
+    updates: Option<Spanned<i64>>,
+    locking: Option<Spanned<String>>,
+    max_retries: Option<Spanned<i64>>,
+    pool_size: Option<Spanned<i64>>,
+    interval: Option<Spanned<String>>,
 }
 
 impl RawStep {
@@ -240,7 +345,24 @@ impl RawStep {
         macro_rules! p {
             ($($f:ident),*) => {$( if let Some(x) = &self.$f { v.push((stringify!($f), x.span())); } )*};
         }
-        p!(iterations, batch_size, duration, max_samples, members);
+        p!(
+            iterations,
+            batch_size,
+            duration,
+            max_samples,
+            members,
+            clients,
+            operations,
+            connections,
+            sessions,
+            sample,
+            updaters,
+            updates,
+            locking,
+            max_retries,
+            pool_size,
+            interval
+        );
         v
     }
 }
@@ -313,6 +435,35 @@ impl Validator<'_> {
             }
             if let Some(v) = c.redis_ops_per_second {
                 criteria.redis_ops_per_second = self.positive(&v, "criteria.redis_ops_per_second")?;
+            }
+            if let Some(v) = c.memory_per_session_bytes {
+                criteria.memory_per_session_bytes = self.positive(&v, "criteria.memory_per_session_bytes")?;
+            }
+            for (raw, slot, name) in [
+                (
+                    c.concurrent_success_rate,
+                    &mut criteria.concurrent_success_rate,
+                    "criteria.concurrent_success_rate",
+                ),
+                (
+                    c.integrity_rate,
+                    &mut criteria.integrity_rate,
+                    "criteria.integrity_rate",
+                ),
+                (
+                    c.memory_recovery,
+                    &mut criteria.memory_recovery,
+                    "criteria.memory_recovery",
+                ),
+                (
+                    c.pool_success_rate,
+                    &mut criteria.pool_success_rate,
+                    "criteria.pool_success_rate",
+                ),
+            ] {
+                if let Some(v) = raw {
+                    *slot = self.fraction(&v, name)?;
+                }
             }
         }
 
@@ -433,6 +584,11 @@ impl Validator<'_> {
             "timestamp_generation" => &["iterations", "batch_size"],
             "timestamp_precision" => &["duration", "max_samples"],
             "redis_basic_ops" => &["iterations", "members"],
+            "redis_concurrent" => &["clients", "operations", "members", "connections"],
+            "redis_memory" => &["sessions", "members", "sample"],
+            "session_integrity" => &["sessions"],
+            "session_concurrent_updates" => &["updaters", "updates", "members", "locking", "max_retries"],
+            "redis_pool" => &["pool_size", "interval", "duration"],
             other => {
                 return Err(self.err(
                     kind.span(),
@@ -477,6 +633,94 @@ impl Validator<'_> {
                 iterations: self.opt_count(&s.iterations, &f("iterations"), 1_000, 1, 10_000_000)?,
                 members: self.opt_count(&s.members, &f("members"), 10, 1, 1_000)? as u32,
             },
+            "redis_concurrent" => StepSpec::RedisConcurrent {
+                clients: self.opt_count(&s.clients, &f("clients"), 50, 1, 100_000)?,
+                operations: self.opt_count(&s.operations, &f("operations"), 100, 1, 10_000_000)?,
+                members: self.opt_count(&s.members, &f("members"), 4, 1, 1_000)? as u32,
+                connections: match &s.connections {
+                    None => Connections::Shared,
+                    Some(c) => match c.get_ref().as_str() {
+                        "shared" => Connections::Shared,
+                        "per_client" => Connections::PerClient,
+                        other => {
+                            return Err(self.err(
+                                c.span(),
+                                f("connections"),
+                                format!("`{other}` is not one of shared, per_client"),
+                            ));
+                        }
+                    },
+                },
+            },
+            "redis_memory" => {
+                let sessions = self.opt_count(&s.sessions, &f("sessions"), 1_000, 2, 1_000_000)?;
+                let sample = self.opt_count(&s.sample, &f("sample"), 50, 1, 100_000)?;
+                if sample > sessions {
+                    let sp = s.sample.as_ref().map_or(span.clone(), |x| x.span());
+                    return Err(self.err(sp, f("sample"), format!("{sample} is more than sessions = {sessions}")));
+                }
+                StepSpec::RedisMemory {
+                    sessions,
+                    members: self.opt_count(&s.members, &f("members"), 8, 1, 1_000)? as u32,
+                    sample,
+                }
+            }
+            "session_integrity" => StepSpec::SessionIntegrity {
+                sessions: self.opt_count(&s.sessions, &f("sessions"), 100, 1, 10_000_000)?,
+            },
+            "session_concurrent_updates" => StepSpec::SessionConcurrentUpdates {
+                updaters: self.opt_count(&s.updaters, &f("updaters"), 50, 1, 10_000)?,
+                updates: self.opt_count(&s.updates, &f("updates"), 1, 1, 1_000_000)?,
+                members: self.opt_count(&s.members, &f("members"), 4, 1, 1_000)? as u32,
+                locking: match &s.locking {
+                    None => Locking::Watch,
+                    Some(l) => match l.get_ref().as_str() {
+                        "watch" => Locking::Watch,
+                        "none" => Locking::None,
+                        other => {
+                            return Err(self.err(
+                                l.span(),
+                                f("locking"),
+                                format!("`{other}` is not one of watch, none"),
+                            ));
+                        }
+                    },
+                },
+                max_retries: self.opt_count(&s.max_retries, &f("max_retries"), 1_000, 0, 1_000_000)?,
+            },
+            "redis_pool" => {
+                let interval = self.duration_or(s.interval.clone(), &f("interval"), Duration::from_millis(50))?;
+                let duration = self.duration_or(s.duration.clone(), &f("duration"), Duration::from_secs(10))?;
+                if duration >= timeout {
+                    let sp = s.duration.as_ref().map_or(span.clone(), |d| d.span());
+                    return Err(self.err(
+                        sp,
+                        f("duration"),
+                        format!(
+                            "{} is not shorter than the step timeout {}",
+                            fmt_duration(duration),
+                            fmt_duration(timeout)
+                        ),
+                    ));
+                }
+                if interval > duration {
+                    let sp = s.interval.as_ref().map_or(span.clone(), |d| d.span());
+                    return Err(self.err(
+                        sp,
+                        f("interval"),
+                        format!(
+                            "{} is longer than duration = {}",
+                            fmt_duration(interval),
+                            fmt_duration(duration)
+                        ),
+                    ));
+                }
+                StepSpec::RedisPool {
+                    pool_size: self.opt_count(&s.pool_size, &f("pool_size"), 20, 1, 10_000)? as u32,
+                    interval,
+                    duration,
+                }
+            }
             _ => unreachable!("kind checked above"),
         };
         if let StepSpec::TimestampPrecision { duration, .. } = &spec
@@ -520,6 +764,18 @@ impl Validator<'_> {
             Some(v) => self.count(v, field, min, max),
             None => Ok(default),
         }
+    }
+
+    fn fraction(&self, v: &Spanned<f64>, field: &str) -> Result<f64, PlanError> {
+        let x = *v.get_ref();
+        if !(x.is_finite() && x > 0.0 && x <= 1.0) {
+            return Err(self.err(
+                v.span(),
+                field,
+                format!("must be a fraction in (0, 1], got {x} (write 0.95 for 95 %)"),
+            ));
+        }
+        Ok(x)
     }
 
     fn positive(&self, v: &Spanned<f64>, field: &str) -> Result<f64, PlanError> {

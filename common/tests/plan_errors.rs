@@ -21,7 +21,7 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterashuns = 5\n"),
-            "plan.toml:5:1: steps[0].iterashuns: unknown field `iterashuns`, expected one of `name`, `kind`, `timeout`, `iterations`, `batch_size`, `duration`, `max_samples`, `members`",
+            "plan.toml:5:1: steps[0].iterashuns: unknown field `iterashuns`, expected one of `name`, `kind`, `timeout`, `iterations`, `batch_size`, `duration`, `max_samples`, `members`, `clients`, `operations`, `connections`, `sessions`, `sample`, `updaters`, `updates`, `locking`, `max_retries`, `pool_size`, `interval`",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterations = \"many\"\n"),
@@ -53,11 +53,11 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_fancy\"\n"),
-            "plan.toml:4:8: steps[0].kind: unknown step kind `redis_fancy`: expected one of timestamp_generation, timestamp_precision, redis_basic_ops",
+            "plan.toml:4:8: steps[0].kind: unknown step kind `redis_fancy`: expected one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool",
         ),
         (
             format!("{t}[[steps]]\n"),
-            "plan.toml:3:1: steps[0].kind: missing: one of timestamp_generation, timestamp_precision, redis_basic_ops",
+            "plan.toml:3:1: steps[0].kind: missing: one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nduration = \"5s\"\n"),
@@ -119,6 +119,30 @@ fn malformed_plans_give_their_exact_error_and_line() {
             "plan.toml:3:1: testbed: starts nothing: set local_agents > 0 or redis = true",
         ),
         ("name = \"x\"\nname = \"y\"\n".into(), "plan.toml:2:1: name: duplicate key"),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_concurrent\"\nconnections = \"pooled\"\n"),
+            "plan.toml:5:15: steps[0].connections: `pooled` is not one of shared, per_client",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"session_concurrent_updates\"\nlocking = \"optimistic\"\n"),
+            "plan.toml:5:11: steps[0].locking: `optimistic` is not one of watch, none",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_memory\"\nsessions = 10\nsample = 11\n"),
+            "plan.toml:6:10: steps[0].sample: 11 is more than sessions = 10",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_pool\"\ninterval = \"2s\"\nduration = \"1s\"\n"),
+            "plan.toml:5:12: steps[0].interval: 2s is longer than duration = 1s",
+        ),
+        (
+            format!("{t}[criteria]\nintegrity_rate = 99.9\n[[steps]]\nkind = \"session_integrity\"\n"),
+            "plan.toml:4:18: criteria.integrity_rate: must be a fraction in (0, 1], got 99.9 (write 0.95 for 95 %)",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"session_integrity\"\nlocking = \"watch\"\n"),
+            "plan.toml:5:11: steps[0].locking: not a parameter of `session_integrity` (it takes: sessions)",
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (text, expected)) in cases.iter().enumerate() {

@@ -248,7 +248,9 @@ impl<'a> Controller<'a> {
 
     /// Runs one step on every live agent and returns what it recorded.
     pub async fn run_step(&mut self, step_index: u32, step: &Step) -> StepRecord {
-        let participants: Vec<u32> = self.alive().map(|a| a.row.index).collect();
+        // A single-agent step runs on the first live agent while the others wait.
+        let take = if step.spec.single_agent() { 1 } else { usize::MAX };
+        let participants: Vec<u32> = self.alive().map(|a| a.row.index).take(take).collect();
         let count = participants.len() as u32;
         let max_rtt = self
             .alive()

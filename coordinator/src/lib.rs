@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bandsync_common::clock::now_unix_ns;
-use bandsync_common::plan::Plan;
+use bandsync_common::plan::{Plan, StepSpec};
 use bandsync_common::report::{Report, RunRecord, RunStatus};
 use bandsync_proto::pb::load_test_server::LoadTestServer;
 use tokio::net::TcpListener;
@@ -150,7 +150,17 @@ pub async fn run(
             ctl.incomplete.get_or_insert_with(|| "every agent was lost".into());
             break;
         }
-        steps.push(ctl.run_step(i as u32, step).await);
+        let mut record = ctl.run_step(i as u32, step).await;
+        if let (StepSpec::SessionConcurrentUpdates { .. }, Some(con)) = (&step.spec, redis.as_mut())
+            && let Err(e) = target::verify_shared_session(con, &run_prefix, &mut record.merged).await
+        {
+            warn!(step = %step.name, error = %e, "could not read the shared session back");
+            record.failures.push((
+                "coordinator".into(),
+                format!("could not read the shared session back: {e}"),
+            ));
+        }
+        steps.push(record);
         // Re-estimate between steps, which also shows drift over the run.
         if !ctl.interrupted {
             ctl.sync_clocks().await;

@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use bandsync_common::metrics::{GaugeMerge, MetricSet};
+use bandsync_common::names::updates;
 use bandsync_common::report::redact_url;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
@@ -28,6 +32,40 @@ pub async fn connect(url: &str) -> Result<MultiplexedConnection, CoordinatorErro
         .await
         .map_err(unreachable)?;
     Ok(con)
+}
+
+/// After a `session_concurrent_updates` step: reads the session every agent updated, records
+/// its final position and version into the step's metrics, and deletes it.
+pub async fn verify_shared_session(
+    con: &mut MultiplexedConnection,
+    run_prefix: &str,
+    merged: &mut MetricSet,
+) -> Result<(), String> {
+    let key = updates::shared_key(run_prefix);
+    let state: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&key)
+        .query_async(con)
+        .await
+        .map_err(|e| e.to_string())?;
+    let outcome = (|| {
+        let data: serde_json::Value = serde_json::from_str(state.get("data").ok_or("the shared session is missing")?)
+            .map_err(|e| format!("its data is not JSON: {e}"))?;
+        let position = data["position"].as_i64().ok_or("its data has no position")?;
+        let version: u64 = state
+            .get("version")
+            .and_then(|v| v.parse().ok())
+            .ok_or("it has no version")?;
+        Ok::<_, String>((position, version))
+    })();
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(con)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (position, version) = outcome?;
+    merged.set_gauge(updates::FINAL_POSITION, position as f64, GaugeMerge::Max);
+    merged.set_gauge(updates::FINAL_VERSION, version as f64, GaugeMerge::Max);
+    Ok(())
 }
 
 /// Counts the keys under `run_prefix` (which must end with `:`), then deletes them.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bandsync_common::clock::ClockEstimate;
 use bandsync_common::metrics::{self, GaugeMerge, MetricSet, MetricsError};
-use bandsync_common::plan::StepSpec;
+use bandsync_common::plan::{Connections, Locking, StepSpec};
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
@@ -96,13 +96,62 @@ impl From<&StepSpec> for pb::StepSpec {
             }
             StepSpec::TimestampPrecision { duration, max_samples } => {
                 Kind::TimestampPrecision(pb::TimestampPrecision {
-                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                    duration_ms: millis(duration),
                     max_samples,
                 })
             }
             StepSpec::RedisBasicOps { iterations, members } => {
                 Kind::RedisBasicOps(pb::RedisBasicOps { iterations, members })
             }
+            StepSpec::RedisConcurrent {
+                clients,
+                operations,
+                members,
+                connections,
+            } => Kind::RedisConcurrent(pb::RedisConcurrent {
+                clients,
+                operations,
+                members,
+                connections: match connections {
+                    Connections::Shared => pb::Connections::Shared,
+                    Connections::PerClient => pb::Connections::PerClient,
+                } as i32,
+            }),
+            StepSpec::RedisMemory {
+                sessions,
+                members,
+                sample,
+            } => Kind::RedisMemory(pb::RedisMemory {
+                sessions,
+                members,
+                sample,
+            }),
+            StepSpec::SessionIntegrity { sessions } => Kind::SessionIntegrity(pb::SessionIntegrity { sessions }),
+            StepSpec::SessionConcurrentUpdates {
+                updaters,
+                updates,
+                members,
+                locking,
+                max_retries,
+            } => Kind::SessionConcurrentUpdates(pb::SessionConcurrentUpdates {
+                updaters,
+                updates,
+                members,
+                locking: match locking {
+                    Locking::Watch => pb::Locking::Watch,
+                    Locking::None => pb::Locking::None,
+                } as i32,
+                max_retries,
+            }),
+            StepSpec::RedisPool {
+                pool_size,
+                interval,
+                duration,
+            } => Kind::RedisPool(pb::RedisPool {
+                pool_size,
+                interval_ms: millis(interval),
+                duration_ms: millis(duration),
+            }),
         };
         pb::StepSpec { kind: Some(kind) }
     }
@@ -126,8 +175,44 @@ impl TryFrom<&pb::StepSpec> for StepSpec {
                 iterations: r.iterations,
                 members: r.members,
             },
+            Kind::RedisConcurrent(r) => StepSpec::RedisConcurrent {
+                clients: r.clients,
+                operations: r.operations,
+                members: r.members,
+                connections: match pb::Connections::try_from(r.connections) {
+                    Ok(pb::Connections::Shared) => Connections::Shared,
+                    Ok(pb::Connections::PerClient) => Connections::PerClient,
+                    _ => return Err(ConvertError::Missing("RedisConcurrent.connections")),
+                },
+            },
+            Kind::RedisMemory(r) => StepSpec::RedisMemory {
+                sessions: r.sessions,
+                members: r.members,
+                sample: r.sample,
+            },
+            Kind::SessionIntegrity(r) => StepSpec::SessionIntegrity { sessions: r.sessions },
+            Kind::SessionConcurrentUpdates(r) => StepSpec::SessionConcurrentUpdates {
+                updaters: r.updaters,
+                updates: r.updates,
+                members: r.members,
+                locking: match pb::Locking::try_from(r.locking) {
+                    Ok(pb::Locking::Watch) => Locking::Watch,
+                    Ok(pb::Locking::None) => Locking::None,
+                    _ => return Err(ConvertError::Missing("SessionConcurrentUpdates.locking")),
+                },
+                max_retries: r.max_retries,
+            },
+            Kind::RedisPool(r) => StepSpec::RedisPool {
+                pool_size: r.pool_size,
+                interval: Duration::from_millis(r.interval_ms),
+                duration: Duration::from_millis(r.duration_ms),
+            },
         })
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl From<ClockEstimate> for pb::ClockEstimate {
@@ -196,6 +281,30 @@ mod tests {
             StepSpec::RedisBasicOps {
                 iterations: 3,
                 members: 10,
+            },
+            StepSpec::RedisConcurrent {
+                clients: 50,
+                operations: 100,
+                members: 4,
+                connections: Connections::PerClient,
+            },
+            StepSpec::RedisMemory {
+                sessions: 1000,
+                members: 8,
+                sample: 50,
+            },
+            StepSpec::SessionIntegrity { sessions: 100 },
+            StepSpec::SessionConcurrentUpdates {
+                updaters: 50,
+                updates: 2,
+                members: 4,
+                locking: Locking::None,
+                max_retries: 9,
+            },
+            StepSpec::RedisPool {
+                pool_size: 20,
+                interval: Duration::from_millis(50),
+                duration: Duration::from_secs(10),
             },
         ] {
             let wire = pb::StepSpec::from(&s);

@@ -2,6 +2,10 @@
 //! a [`MetricSet`] (never one message per request) and, when cancelled, stops its load and deletes
 //! the keys it wrote before returning [`WorkloadError::Cancelled`].
 
+pub mod concurrent;
+pub mod memory;
+pub mod persistence;
+pub mod pool;
 pub mod redis_ops;
 pub mod timestamps;
 
@@ -41,6 +45,8 @@ pub struct StepContext {
     pub redis_url: String,
     /// `{key_prefix}:{run_id}:agent{index}:` — every key this agent writes starts with it.
     pub key_base: String,
+    /// `{key_prefix}:{run_id}:` — for keys shared by every agent of the run.
+    pub run_base: String,
     pub clock: ClockEstimate,
     pub cancel: CancellationToken,
     pub live: Arc<Live>,
@@ -76,5 +82,29 @@ pub async fn run(spec: &StepSpec, ctx: &StepContext) -> Result<MetricSet, Worklo
             timestamps::precision(duration, max_samples, &ctx.cancel, &ctx.live).await
         }
         StepSpec::RedisBasicOps { iterations, members } => redis_ops::basic_ops(iterations, members, ctx).await,
+        StepSpec::RedisConcurrent {
+            clients,
+            operations,
+            members,
+            connections,
+        } => concurrent::run(clients, operations, members, connections, ctx).await,
+        StepSpec::RedisMemory {
+            sessions,
+            members,
+            sample,
+        } => memory::run(sessions, members, sample, ctx).await,
+        StepSpec::SessionIntegrity { sessions } => persistence::integrity(sessions, ctx).await,
+        StepSpec::SessionConcurrentUpdates {
+            updaters,
+            updates,
+            members,
+            locking,
+            max_retries,
+        } => persistence::concurrent_updates(updaters, updates, members, locking, max_retries, ctx).await,
+        StepSpec::RedisPool {
+            pool_size,
+            interval,
+            duration,
+        } => pool::run(pool_size, interval, duration, ctx).await,
     }
 }

@@ -22,7 +22,7 @@ use super::{StepContext, WorkloadError};
 /// Per-command limit: a stuck Redis shows up as a counted timeout, never as a hung step.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys deleted per DEL during cleanup.
-const CLEANUP_BATCH: u64 = 500;
+const CLEANUP_BATCH: usize = 500;
 
 /// Opens one multiplexed connection to the step's Redis, with connect and response timeouts.
 pub async fn connect(ctx: &StepContext) -> Result<MultiplexedConnection, WorkloadError> {
@@ -111,7 +111,8 @@ pub async fn basic_ops(iterations: u64, members: u32, ctx: &StepContext) -> Resu
     .await;
 
     // Cleanup runs whatever happened above: the hashes, and any SET key a cancelled run left.
-    let deleted = cleanup(&mut con, ctx, &[(&set_key, set_attempted), (&hash_key, hash_attempted)]).await;
+    let keys = (0..set_attempted).map(set_key).chain((0..hash_attempted).map(hash_key));
+    let deleted = delete_keys(&mut con, ctx, keys).await;
     m.add_counter(basic_ops::CLEANUP_DELETED, deleted);
     outcome.map(|()| m)
 }
@@ -165,27 +166,24 @@ where
     Ok(())
 }
 
-/// A family of keys, `key(i)` for `i < count`.
-pub type KeyFamily<'a> = (&'a (dyn Fn(u64) -> String + Sync), u64);
-
-/// Deletes every key of every family, in batches; returns how many keys existed.
-/// Bounded in time: a dead Redis cannot hold the agent here.
-pub async fn cleanup(con: &mut MultiplexedConnection, ctx: &StepContext, families: &[KeyFamily<'_>]) -> u64 {
+/// Deletes `keys` in batches; returns how many existed. Bounded in time: a dead Redis cannot
+/// hold the agent here (what is left is reported by the coordinator's sweep).
+pub async fn delete_keys(
+    con: &mut MultiplexedConnection,
+    ctx: &StepContext,
+    keys: impl Iterator<Item = String>,
+) -> u64 {
+    let mut keys = keys.peekable();
     let work = async {
         let mut deleted = 0u64;
-        for &(family, count) in families {
-            let mut i = 0;
-            while i < count {
-                let end = (i + CLEANUP_BATCH).min(count);
-                let keys: Vec<String> = (i..end).map(family).collect();
-                match redis::cmd("DEL").arg(&keys).query_async::<u64>(con).await {
-                    Ok(n) => deleted += n,
-                    Err(e) => {
-                        warn!(error = %e, "cleanup DEL failed; the coordinator will report leftover keys");
-                        return deleted;
-                    }
+        while keys.peek().is_some() {
+            let batch: Vec<String> = keys.by_ref().take(CLEANUP_BATCH).collect();
+            match redis::cmd("DEL").arg(&batch).query_async::<u64>(con).await {
+                Ok(n) => deleted += n,
+                Err(e) => {
+                    warn!(error = %e, "cleanup DEL failed; the coordinator will report leftover keys");
+                    return deleted;
                 }
-                i = end;
             }
         }
         deleted

@@ -25,6 +25,17 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "BANDSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Tokio runtime: `multi-thread` uses every core (for big load hosts); `current-thread` runs
+    /// everything on one thread, which costs less CPU per Redis operation and leaves the other
+    /// cores to whatever shares the machine (see scripts/bench-redis).
+    #[arg(long, env = "BANDSYNC_AGENT_RUNTIME", value_enum, default_value_t = RuntimeFlavor::MultiThread)]
+    runtime: RuntimeFlavor,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RuntimeFlavor {
+    MultiThread,
+    CurrentThread,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -60,7 +71,13 @@ fn main() -> ExitCode {
         agent_id,
         connect_timeout: cli.connect_timeout,
     };
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let runtime = match cli.runtime {
+        RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()
+    .expect("tokio runtime");
     let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();

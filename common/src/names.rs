@@ -63,8 +63,14 @@ pub mod basic_ops {
     pub fn end_us(op: &str) -> String {
         format!("{op}.end_us")
     }
+    /// Gauge (sum): this process's CPU time (user + system) during the operation's phase, µs.
+    pub fn cpu_us(op: &str) -> String {
+        format!("{op}.cpu_us")
+    }
     /// Gauge (max): bytes of the session JSON written.
     pub const PAYLOAD_BYTES: &str = "payload_bytes";
+    /// Counter: concurrent clients (one connection each), all agents together.
+    pub const CLIENTS: &str = "clients";
     /// Counter: keys the step deleted while cleaning up after itself.
     pub const CLEANUP_DELETED: &str = "cleanup.deleted";
 }

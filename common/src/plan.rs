@@ -120,8 +120,13 @@ pub enum StepSpec {
     TimestampGeneration { iterations: u64, batch_size: u64 },
     /// Document 1.1: three timestamps in a row, 1 ms apart, for `duration`.
     TimestampPrecision { duration: Duration, max_samples: u64 },
-    /// Document 2.1: SET/GET/HSET/HGET/DEL of the session JSON, `iterations` each.
-    RedisBasicOps { iterations: u64, members: u32 },
+    /// Document 2.1: SET/GET/HSET/HGET/DEL of the session JSON, `iterations` of each per agent,
+    /// split over `clients` concurrent clients with a connection each (the document: 1).
+    RedisBasicOps {
+        iterations: u64,
+        members: u32,
+        clients: u32,
+    },
     /// Document 2.1 concurrent: `clients` (divided over agents) × `operations` composite
     /// HSET / HGET + parse / HSET operations.
     RedisConcurrent {
@@ -583,7 +588,7 @@ impl Validator<'_> {
         let allowed: &[&str] = match kind.get_ref().as_str() {
             "timestamp_generation" => &["iterations", "batch_size"],
             "timestamp_precision" => &["duration", "max_samples"],
-            "redis_basic_ops" => &["iterations", "members"],
+            "redis_basic_ops" => &["iterations", "members", "clients"],
             "redis_concurrent" => &["clients", "operations", "members", "connections"],
             "redis_memory" => &["sessions", "members", "sample"],
             "session_integrity" => &["sessions"],
@@ -632,6 +637,7 @@ impl Validator<'_> {
             "redis_basic_ops" => StepSpec::RedisBasicOps {
                 iterations: self.opt_count(&s.iterations, &f("iterations"), 1_000, 1, 10_000_000)?,
                 members: self.opt_count(&s.members, &f("members"), 10, 1, 1_000)? as u32,
+                clients: self.opt_count(&s.clients, &f("clients"), 1, 1, 10_000)? as u32,
             },
             "redis_concurrent" => StepSpec::RedisConcurrent {
                 clients: self.opt_count(&s.clients, &f("clients"), 50, 1, 100_000)?,

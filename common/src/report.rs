@@ -277,8 +277,10 @@ pub struct TimestampPrecisionFigures {
 #[derive(Clone, Debug, Serialize)]
 pub struct RedisBasicOpsFigures {
     pub payload_bytes: u64,
-    /// Each agent runs the operations sequentially on one connection.
-    pub connections: u32,
+    /// Agents that ran the step.
+    pub agents: u32,
+    /// Clients in all (each runs its operations sequentially on its own connection).
+    pub connections: u64,
     pub operations: Vec<OpFigures>,
 }
 
@@ -300,6 +302,8 @@ pub struct OpFigures {
     /// The document's rating by avgTime: < 1 ms Excellent, < 5 Good, < 20 Acceptable, else Poor.
     pub rating: String,
     pub latency_us: HistSummary,
+    /// The agents' process CPU time during the phase / operations, µs (Linux, 10 ms ticks).
+    pub cpu_us_per_op: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -567,12 +571,17 @@ fn compute_figures(spec: &StepSpec, m: &MetricSet, criteria: &Criteria, agents: 
                         },
                         rating: latency_rating(avg_ms).to_owned(),
                         latency_us: h,
+                        cpu_us_per_op: m
+                            .gauge(&basic_ops::cpu_us(op))
+                            .filter(|_| ok + errors > 0)
+                            .map(|cpu| cpu / (ok + errors) as f64),
                     }
                 })
                 .collect();
             Figures::RedisBasicOps(RedisBasicOpsFigures {
                 payload_bytes: m.gauge(basic_ops::PAYLOAD_BYTES).unwrap_or(0.0) as u64,
-                connections: u32::try_from(agents).unwrap_or(u32::MAX),
+                agents: u32::try_from(agents).unwrap_or(u32::MAX),
+                connections: m.counter(basic_ops::CLIENTS),
                 operations,
             })
         }
@@ -1223,8 +1232,20 @@ pub fn render_text(r: &Report) -> String {
                 }
                 let _ = writeln!(
                     w,
-                    "    ({} agent(s), one sequential connection each; session JSON {} bytes)",
-                    f.connections, f.payload_bytes
+                    "    ({} agent(s), {} connection(s) in all, each client sequential on its own; session JSON {} bytes; CPU per op {})",
+                    f.agents,
+                    f.connections,
+                    f.payload_bytes,
+                    f.operations
+                        .iter()
+                        .map(|o| format!(
+                            "{} {}",
+                            o.op.to_uppercase(),
+                            o.cpu_us_per_op
+                                .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.1} µs"))
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             Some(Figures::RedisConcurrent(f)) => {

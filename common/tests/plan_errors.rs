@@ -61,7 +61,7 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nduration = \"5s\"\n"),
-            "plan.toml:5:12: steps[0].duration: not a parameter of `redis_basic_ops` (it takes: iterations, members)",
+            "plan.toml:5:12: steps[0].duration: not a parameter of `redis_basic_ops` (it takes: iterations, members, clients)",
         ),
         (
             format!("{t}[run]\nagents = 0\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
@@ -168,14 +168,16 @@ fn a_good_plan_gets_defaults_and_unique_names() {
         plan.steps[0].spec,
         StepSpec::RedisBasicOps {
             iterations: 1000,
-            members: 10
+            members: 10,
+            clients: 1
         }
     );
     assert_eq!(
         plan.steps[1].spec,
         StepSpec::RedisBasicOps {
             iterations: 5,
-            members: 10
+            members: 10,
+            clients: 1
         }
     );
 }

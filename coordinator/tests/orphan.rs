@@ -45,6 +45,7 @@ impl load_test_server::LoadTest for FakeCoordinator {
                 (&StepSpec::RedisBasicOps {
                     iterations: 5_000_000,
                     members: 10,
+                    clients: 1,
                 })
                     .into(),
             ),

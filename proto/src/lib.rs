@@ -100,9 +100,15 @@ impl From<&StepSpec> for pb::StepSpec {
                     max_samples,
                 })
             }
-            StepSpec::RedisBasicOps { iterations, members } => {
-                Kind::RedisBasicOps(pb::RedisBasicOps { iterations, members })
-            }
+            StepSpec::RedisBasicOps {
+                iterations,
+                members,
+                clients,
+            } => Kind::RedisBasicOps(pb::RedisBasicOps {
+                iterations,
+                members,
+                clients,
+            }),
             StepSpec::RedisConcurrent {
                 clients,
                 operations,
@@ -174,6 +180,7 @@ impl TryFrom<&pb::StepSpec> for StepSpec {
             Kind::RedisBasicOps(r) => StepSpec::RedisBasicOps {
                 iterations: r.iterations,
                 members: r.members,
+                clients: r.clients.max(1),
             },
             Kind::RedisConcurrent(r) => StepSpec::RedisConcurrent {
                 clients: r.clients,
@@ -281,6 +288,7 @@ mod tests {
             StepSpec::RedisBasicOps {
                 iterations: 3,
                 members: 10,
+                clients: 4,
             },
             StepSpec::RedisConcurrent {
                 clients: 50,

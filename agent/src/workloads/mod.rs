@@ -81,7 +81,11 @@ pub async fn run(spec: &StepSpec, ctx: &StepContext) -> Result<MetricSet, Worklo
         StepSpec::TimestampPrecision { duration, max_samples } => {
             timestamps::precision(duration, max_samples, &ctx.cancel, &ctx.live).await
         }
-        StepSpec::RedisBasicOps { iterations, members } => redis_ops::basic_ops(iterations, members, ctx).await,
+        StepSpec::RedisBasicOps {
+            iterations,
+            members,
+            clients,
+        } => redis_ops::basic_ops(iterations, members, clients, ctx).await,
         StepSpec::RedisConcurrent {
             clients,
             operations,

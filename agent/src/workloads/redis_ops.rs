@@ -1,19 +1,22 @@
 //! Document 2.1, basic operations: SET, GET, HSET, HGET and DEL of the document's session JSON,
 //! `iterations` of each, one after the other on one connection, as the document's single awaited
-//! ioredis client does. Each operation's latency goes into an HDR histogram in µs; its first start
+//! ioredis client does (`clients = 1`); with more clients, each has its own connection and a
+//! share of the iterations, which is what `redis-benchmark -c N` does. Each operation's latency goes into an HDR histogram in µs; its first start
 //! and last end, in coordinator time, give the throughput of all agents together.
 //!
 //! Every key is `{prefix}:{run_id}:agent{index}:...`; whatever happens, the step deletes every key
 //! it may have written before returning.
 
-use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bandsync_common::datagen::session_data;
-use bandsync_common::metrics::{GaugeMerge, MetricSet};
+use bandsync_common::metrics::{GaugeMerge, Hist, MetricSet, new_histogram};
 use bandsync_common::names::basic_ops;
+use bandsync_common::plan::shard_of;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use tokio::task::JoinSet;
 use tracing::warn;
 
 use super::timestamps::date_now_ms;
@@ -40,130 +43,241 @@ pub async fn connect(ctx: &StepContext) -> Result<MultiplexedConnection, Workloa
         .map_err(|e| unreachable(e.to_string()))
 }
 
-pub async fn basic_ops(iterations: u64, members: u32, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
-    let mut con = connect(ctx).await?;
-    let session = session_data(members, date_now_ms());
-    let data = serde_json::to_string(&session).map_err(|e| WorkloadError::Internal(e.to_string()))?;
-    let member_count = session.members.len().to_string();
-    let mut m = MetricSet::new();
-    m.set_gauge(basic_ops::PAYLOAD_BYTES, data.len() as f64, GaugeMerge::Max);
-    let set_key = |i: u64| format!("{}set:{i}", ctx.key_base);
-    let hash_key = |i: u64| format!("{}session:{i}", ctx.key_base);
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Set,
+    Get,
+    Hset,
+    Hget,
+    Del,
+}
 
-    // How many indices of each key family were attempted: cleanup deletes exactly those.
-    let (mut set_attempted, mut hash_attempted) = (0u64, 0u64);
-    let outcome = async {
-        phase(&mut m, "set", iterations, ctx, &mut set_attempted, |i| {
-            let mut c = con.clone();
-            let (k, v) = (set_key(i), data.as_str());
-            async move { redis::cmd("SET").arg(k).arg(v).query_async::<()>(&mut c).await }
-        })
-        .await?;
-        phase(&mut m, "get", iterations, ctx, &mut 0, |i| {
-            let mut c = con.clone();
-            let k = set_key(i);
-            async move {
-                redis::cmd("GET")
-                    .arg(k)
-                    .query_async::<Option<Vec<u8>>>(&mut c)
-                    .await
-                    .map(drop)
-            }
-        })
-        .await?;
-        phase(&mut m, "hset", iterations, ctx, &mut hash_attempted, |i| {
-            let mut c = con.clone();
-            let (k, v, n) = (hash_key(i), data.as_str(), member_count.as_str());
-            async move {
-                redis::cmd("HSET")
-                    .arg(k)
-                    .arg("data")
-                    .arg(v)
-                    .arg("lastUpdate")
-                    .arg(date_now_ms())
-                    .arg("memberCount")
-                    .arg(n)
-                    .query_async::<()>(&mut c)
-                    .await
-            }
-        })
-        .await?;
-        phase(&mut m, "hget", iterations, ctx, &mut 0, |i| {
-            let mut c = con.clone();
-            let k = hash_key(i);
-            async move {
-                redis::cmd("HGET")
-                    .arg(k)
-                    .arg("data")
-                    .query_async::<Option<Vec<u8>>>(&mut c)
-                    .await
-                    .map(drop)
-            }
-        })
-        .await?;
-        phase(&mut m, "del", iterations, ctx, &mut 0, |i| {
-            let mut c = con.clone();
-            let k = set_key(i);
-            async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await }
-        })
-        .await
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Set => "set",
+            Op::Get => "get",
+            Op::Hset => "hset",
+            Op::Hget => "hget",
+            Op::Del => "del",
+        }
     }
-    .await;
+}
+
+/// What every client of the step shares.
+struct Shared {
+    key_base: String,
+    data: String,
+    member_count: String,
+}
+
+impl Shared {
+    fn set_key(&self, i: u64) -> String {
+        format!("{}set:{i}", self.key_base)
+    }
+    fn hash_key(&self, i: u64) -> String {
+        format!("{}session:{i}", self.key_base)
+    }
+}
+
+/// One client's share of a phase.
+struct ClientPhase {
+    hist: Hist,
+    ok: u64,
+    errors: u64,
+    /// Indices started, from the client's first one.
+    attempted: u64,
+    first_error: Option<String>,
+}
+
+pub async fn basic_ops(
+    iterations: u64,
+    members: u32,
+    clients: u32,
+    ctx: &StepContext,
+) -> Result<MetricSet, WorkloadError> {
+    let mut cons = Vec::with_capacity(clients as usize);
+    for _ in 0..clients.max(1) {
+        cons.push(connect(ctx).await?);
+    }
+    let session = session_data(members, date_now_ms());
+    let shared = Arc::new(Shared {
+        key_base: ctx.key_base.clone(),
+        data: serde_json::to_string(&session).map_err(|e| WorkloadError::Internal(e.to_string()))?,
+        member_count: session.members.len().to_string(),
+    });
+    let mut m = MetricSet::new();
+    m.set_gauge(basic_ops::PAYLOAD_BYTES, shared.data.len() as f64, GaugeMerge::Max);
+    m.add_counter(basic_ops::CLIENTS, cons.len() as u64);
+
+    // Client c owns indices ranges[c].0 .. ranges[c].0 + ranges[c].1; attempted counts per family.
+    let count = cons.len() as u32;
+    let mut ranges = Vec::with_capacity(cons.len());
+    let mut first = 0;
+    for c in 0..count {
+        let n = shard_of(iterations, c, count);
+        ranges.push((first, n));
+        first += n;
+    }
+    let mut set_attempted = vec![0u64; cons.len()];
+    let mut hash_attempted = vec![0u64; cons.len()];
+
+    let mut outcome = Ok(());
+    for op in [Op::Set, Op::Get, Op::Hset, Op::Hget, Op::Del] {
+        if ctx.cancel.is_cancelled() {
+            outcome = Err(WorkloadError::Cancelled);
+            break;
+        }
+        let attempted = phase(&mut m, op, &cons, &ranges, &shared, ctx).await?;
+        match op {
+            Op::Set => set_attempted = attempted,
+            Op::Hset => hash_attempted = attempted,
+            _ => {}
+        }
+    }
+    if ctx.cancel.is_cancelled() {
+        outcome = Err(WorkloadError::Cancelled);
+    }
 
     // Cleanup runs whatever happened above: the hashes, and any SET key a cancelled run left.
-    let keys = (0..set_attempted).map(set_key).chain((0..hash_attempted).map(hash_key));
-    let deleted = delete_keys(&mut con, ctx, keys).await;
+    let mut keys = Vec::new();
+    for (c, &(first, _)) in ranges.iter().enumerate() {
+        keys.extend((first..first + set_attempted[c]).map(|i| shared.set_key(i)));
+        keys.extend((first..first + hash_attempted[c]).map(|i| shared.hash_key(i)));
+    }
+    let deleted = delete_keys(&mut cons[0], ctx, keys.into_iter()).await;
     m.add_counter(basic_ops::CLEANUP_DELETED, deleted);
     outcome.map(|()| m)
 }
 
-/// Runs `iterations` sequential operations, recording each one's latency, ok/error and the phase's
-/// start and end in coordinator time.
-async fn phase<F, Fut>(
+/// Runs one operation over every client's range at once, recording each operation's latency,
+/// ok/error, the phase's start and end in coordinator time and the process CPU it took.
+/// Returns how many indices each client started.
+async fn phase(
     m: &mut MetricSet,
-    op: &str,
-    iterations: u64,
+    op: Op,
+    cons: &[MultiplexedConnection],
+    ranges: &[(u64, u64)],
+    shared: &Arc<Shared>,
     ctx: &StepContext,
-    attempted: &mut u64,
-    mut make: F,
-) -> Result<(), WorkloadError>
-where
-    F: FnMut(u64) -> Fut,
-    Fut: Future<Output = redis::RedisResult<()>>,
-{
-    let hist_name = basic_ops::latency_us(op);
-    let (mut ok, mut errors) = (0u64, 0u64);
-    let mut first_error: Option<String> = None;
-    m.set_gauge(&basic_ops::start_us(op), ctx.coord_now_us(), GaugeMerge::Min);
-    for i in 0..iterations {
+) -> Result<Vec<u64>, WorkloadError> {
+    let cpu_before = process_cpu_us();
+    m.set_gauge(&basic_ops::start_us(op.name()), ctx.coord_now_us(), GaugeMerge::Min);
+    let mut tasks = JoinSet::new();
+    for (c, (con, &(first, n))) in cons.iter().zip(ranges).enumerate() {
+        let (mut con, shared, ctx) = (con.clone(), shared.clone(), ctx.clone());
+        tasks.spawn(async move { (c, client_phase(op, &mut con, first, n, &shared, &ctx).await) });
+    }
+    let mut attempted = vec![0u64; cons.len()];
+    let hist_name = basic_ops::latency_us(op.name());
+    let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
+    while let Some(joined) = tasks.join_next().await {
+        let (c, r) = joined.map_err(|e| WorkloadError::Internal(format!("client task failed: {e}")))?;
+        m.histogram_mut(&hist_name)
+            .add(&r.hist)
+            .map_err(|e| WorkloadError::Internal(format!("{e:?}")))?;
+        ok += r.ok;
+        errors += r.errors;
+        attempted[c] = r.attempted;
+        first_error = first_error.or(r.first_error);
+    }
+    m.set_gauge(&basic_ops::end_us(op.name()), ctx.coord_now_us(), GaugeMerge::Max);
+    if let (Some(before), Some(after)) = (cpu_before, process_cpu_us()) {
+        m.set_gauge(
+            &basic_ops::cpu_us(op.name()),
+            after.saturating_sub(before) as f64,
+            GaugeMerge::Sum,
+        );
+    }
+    m.add_counter(&basic_ops::ok(op.name()), ok);
+    m.add_counter(&basic_ops::errors(op.name()), errors);
+    if let Some(e) = first_error {
+        warn!(op = op.name(), errors, first = %e, "operations failed");
+    }
+    Ok(attempted)
+}
+
+async fn client_phase(
+    op: Op,
+    con: &mut MultiplexedConnection,
+    first: u64,
+    n: u64,
+    s: &Shared,
+    ctx: &StepContext,
+) -> ClientPhase {
+    let mut r = ClientPhase {
+        hist: new_histogram(),
+        ok: 0,
+        errors: 0,
+        attempted: 0,
+        first_error: None,
+    };
+    for i in first..first + n {
         if ctx.cancel.is_cancelled() {
-            return Err(WorkloadError::Cancelled);
+            break;
         }
-        *attempted = i + 1;
-        let fut = make(i);
+        r.attempted += 1;
         let start = Instant::now();
-        let r = fut.await;
+        let result = match op {
+            Op::Set => {
+                redis::cmd("SET")
+                    .arg(s.set_key(i))
+                    .arg(&s.data)
+                    .query_async::<()>(con)
+                    .await
+            }
+            Op::Get => redis::cmd("GET")
+                .arg(s.set_key(i))
+                .query_async::<Option<Vec<u8>>>(con)
+                .await
+                .map(drop),
+            Op::Hset => {
+                redis::cmd("HSET")
+                    .arg(s.hash_key(i))
+                    .arg("data")
+                    .arg(&s.data)
+                    .arg("lastUpdate")
+                    .arg(date_now_ms())
+                    .arg("memberCount")
+                    .arg(&s.member_count)
+                    .query_async::<()>(con)
+                    .await
+            }
+            Op::Hget => redis::cmd("HGET")
+                .arg(s.hash_key(i))
+                .arg("data")
+                .query_async::<Option<Vec<u8>>>(con)
+                .await
+                .map(drop),
+            Op::Del => redis::cmd("DEL").arg(s.set_key(i)).query_async::<()>(con).await,
+        };
         let us = (start.elapsed().as_nanos() as u64 + 500) / 1000;
-        match r {
+        match result {
             Ok(()) => {
-                ok += 1;
-                let _ = m.histogram_mut(&hist_name).record(us);
+                r.ok += 1;
+                let _ = r.hist.record(us);
             }
             Err(e) => {
-                errors += 1;
+                r.errors += 1;
                 ctx.live.add_error();
-                first_error.get_or_insert_with(|| e.to_string());
+                r.first_error.get_or_insert_with(|| e.to_string());
             }
         }
         ctx.live.add_ops(1);
     }
-    m.set_gauge(&basic_ops::end_us(op), ctx.coord_now_us(), GaugeMerge::Max);
-    m.add_counter(&basic_ops::ok(op), ok);
-    m.add_counter(&basic_ops::errors(op), errors);
-    if let Some(e) = first_error {
-        warn!(op, errors, first = %e, "operations failed");
-    }
-    Ok(())
+    r
+}
+
+/// This process's CPU time (user + system) in µs, from `/proc/self/stat` (Linux; `None` elsewhere).
+/// The kernel reports it in clock ticks of 1/100 s (USER_HZ), so it suits phases of a second or more.
+pub fn process_cpu_us() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name and state.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000)
 }
 
 /// Deletes `keys` in batches; returns how many existed. Bounded in time: a dead Redis cannot

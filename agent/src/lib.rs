@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub agent_id: String,
     /// How long to keep retrying the first connection.
     pub connect_timeout: Duration,
+    /// The coordinator's shared token, sent on every call.
+    pub token: Option<String>,
 }
 
 /// How a session ended without an error of the agent's own.
@@ -51,6 +53,8 @@ pub enum AgentError {
     Unreachable { url: String, secs: u64, last: String },
     #[error("the coordinator refused this agent: {0}")]
     Refused(String),
+    #[error("the token holds characters that cannot go in a gRPC header: use printable ASCII")]
+    InvalidToken,
 }
 
 /// How long a cancelled step may take to stop its load and delete its keys before it is aborted.
@@ -75,9 +79,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Age
         c = connect(&url, config.connect_timeout) => c?,
         () = shutdown.cancelled() => return Ok(AgentExit::Interrupted),
     };
-    let mut client = LoadTestClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match &config.token {
+        Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| AgentError::InvalidToken)?),
+        None => None,
+    };
+    let mut client = LoadTestClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(b) = &bearer {
+            req.metadata_mut().insert("authorization", b.clone());
+        }
+        Ok(req)
+    })
+    .max_decoding_message_size(64 << 20)
+    .max_encoding_message_size(64 << 20);
 
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
     let hello = pb::Hello {

@@ -19,6 +19,9 @@ struct Cli {
     /// This agent's name in the report (default: hostname-pid).
     #[arg(long, env = "BANDSYNC_AGENT_ID")]
     agent_id: Option<String>,
+    /// The coordinator's shared token.
+    #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// How long to keep trying to reach the coordinator, e.g. `60s`.
     #[arg(long, env = "BANDSYNC_CONNECT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         coordinator: cli.coordinator,
         agent_id,
         connect_timeout: cli.connect_timeout,
+        token: cli.token,
     };
     let runtime = match cli.runtime {
         RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
@@ -92,7 +96,7 @@ fn main() -> ExitCode {
                 eprintln!("bandsync-agent: coordinator lost ({why}); load stopped");
                 3
             }
-            Err(e @ AgentError::Refused(_)) | Err(e @ AgentError::InvalidUrl { .. }) => {
+            Err(e @ (AgentError::Refused(_) | AgentError::InvalidUrl { .. } | AgentError::InvalidToken)) => {
                 eprintln!("bandsync-agent: {e}");
                 2
             }

@@ -9,6 +9,7 @@
 //! [`launch`] adds the testbed around it for the binary.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod controller;
 pub mod service;
 pub mod target;
@@ -74,14 +75,33 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// Runs `plan` with agents that dial `listener`, waiting for `expected_agents`.
+/// How a run admits its agents.
+#[derive(Clone, Debug, Default)]
+pub struct RunConfig {
+    /// Agents to wait for before the first step.
+    pub expected_agents: u32,
+    /// The shared token agents must present; `None` admits any agent (loopback testing only).
+    pub token: Option<String>,
+}
+
+impl RunConfig {
+    pub fn agents(expected_agents: u32) -> Self {
+        Self {
+            expected_agents,
+            token: None,
+        }
+    }
+}
+
+/// Runs `plan` with agents that dial `listener`.
 /// Returns the report (also when the run is incomplete or interrupted after it started).
 pub async fn run(
     plan: &Plan,
     listener: TcpListener,
-    expected_agents: u32,
+    config: &RunConfig,
     shutdown: CancellationToken,
 ) -> Result<Report, CoordinatorError> {
+    let expected_agents = config.expected_agents;
     let wall_start = Instant::now();
     let started_unix_ms = now_unix_ns() / 1_000_000;
     let run_id = new_run_id();
@@ -104,6 +124,8 @@ pub async fn run(
         let service = LoadTestServer::new(service::Service { joins: joins_tx })
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
+        let service =
+            tonic::service::interceptor::InterceptedService::new(service, auth::interceptor(config.token.clone()));
         tokio::spawn(
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -224,6 +246,9 @@ pub struct Launch {
     /// `--redis-url`: use this Redis instead of the plan's target or the testbed's.
     pub redis_url: Option<String>,
     pub agent_bin: Option<PathBuf>,
+    /// `--token`: the shared token agents must present. Required when listening beyond
+    /// loopback; generated for the local agents when not given.
+    pub token: Option<String>,
 }
 
 /// Default coordinator port when agents come from other hosts.
@@ -279,6 +304,20 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
             SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
         }
     });
+    let token = match opts.token {
+        Some(t) if t.len() < 16 => {
+            return Err(CoordinatorError::Usage("--token must be at least 16 characters".into()));
+        }
+        Some(t) => Some(t),
+        None if !addr.ip().is_loopback() => {
+            return Err(CoordinatorError::Usage(format!(
+                "listening on {addr} admits agents from other hosts: set a shared token with --token or BANDSYNC_TOKEN (agents take the same flag)"
+            )));
+        }
+        // Only processes on this machine can dial a loopback address; the ones we start get a token.
+        None if local_agents > 0 => Some(auth::generate()),
+        None => None,
+    };
     let listener = TcpListener::bind(addr).await.map_err(|e| CoordinatorError::Listen {
         addr: addr.to_string(),
         reason: e.to_string(),
@@ -291,10 +330,19 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
         })?
         .port();
     let agents = match &agent_bin {
-        Some(bin) => LocalAgents::spawn(local_agents, &format!("http://127.0.0.1:{port}"), bin)?,
+        Some(bin) => LocalAgents::spawn(local_agents, &format!("http://127.0.0.1:{port}"), bin, token.as_deref())?,
         None => LocalAgents::default(),
     };
-    let result = run(&plan, listener, expected, shutdown).await;
+    let result = run(
+        &plan,
+        listener,
+        &RunConfig {
+            expected_agents: expected,
+            token,
+        },
+        shutdown,
+    )
+    .await;
     agents.stop(Duration::from_secs(5)).await;
     drop(redis);
     result

@@ -44,6 +44,10 @@ enum Command {
         /// The agent binary for local agents (default: beside this binary, then PATH).
         #[arg(long, env = "BANDSYNC_AGENT_BIN")]
         agent_bin: Option<PathBuf>,
+        /// Shared token agents must present (at least 16 characters). Required when listening
+        /// beyond loopback; generated for local agents otherwise.
+        #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// Also write the report as JSON to this file.
         #[arg(long, env = "BANDSYNC_JSON")]
         json: Option<PathBuf>,
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             listen,
             redis_url,
             agent_bin,
+            token,
             json,
         } => {
             // The plan is checked before anything starts.
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
                 local_agents,
                 redis_url,
                 agent_bin,
+                token,
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             ExitCode::from(runtime.block_on(run(plan, opts, json)))

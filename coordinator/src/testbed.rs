@@ -120,10 +120,20 @@ pub struct LocalAgents {
 }
 
 impl LocalAgents {
-    pub fn spawn(count: u32, coordinator_url: &str, agent_bin: &Path) -> Result<Self, TestbedError> {
+    pub fn spawn(
+        count: u32,
+        coordinator_url: &str,
+        agent_bin: &Path,
+        token: Option<&str>,
+    ) -> Result<Self, TestbedError> {
         let mut agents = LocalAgents::default();
         for i in 0..count {
-            let child = Command::new(agent_bin)
+            let mut cmd = Command::new(agent_bin);
+            if let Some(t) = token {
+                // By environment, not argument: other users of this machine can read arguments.
+                cmd.env("BANDSYNC_TOKEN", t);
+            }
+            let child = cmd
                 .args([
                     "--coordinator",
                     coordinator_url,

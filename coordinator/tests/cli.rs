@@ -160,6 +160,35 @@ fn usage_errors_exit_2() {
 
     let out = coordinator().args(["run"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+
+    // Agents from other hosts must authenticate: no token, no run (and nothing was bound).
+    let out = coordinator()
+        .args([
+            "run",
+            repo("plans/quickstart.toml").to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .env_remove("BANDSYNC_TOKEN")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("set a shared token with --token or BANDSYNC_TOKEN"),
+        "{stderr}"
+    );
+    let out = coordinator()
+        .args([
+            "run",
+            repo("plans/quickstart.toml").to_str().unwrap(),
+            "--token",
+            "short",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("--token must be at least 16 characters"));
 }
 
 #[test]

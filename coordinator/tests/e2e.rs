@@ -7,6 +7,7 @@ use std::time::Duration;
 use bandsync_agent::{AgentConfig, AgentExit};
 use bandsync_common::plan::{self, Plan};
 use bandsync_common::report::{CriterionStatus, Figures, Report, RunStatus};
+use bandsync_coordinator::RunConfig;
 use bandsync_coordinator::testbed::RedisServer;
 use bandsync_proto::PROTOCOL_VERSION;
 use bandsync_proto::pb::{self, agent_message, load_test_client::LoadTestClient};
@@ -28,6 +29,7 @@ fn spawn_agents(
                 coordinator: addr.to_string(),
                 agent_id: format!("e2e-{i}"),
                 connect_timeout: Duration::from_secs(10),
+                token: None,
             };
             tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
         })
@@ -65,7 +67,7 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
     plan.target.redis_url = Some(redis.url());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agents = spawn_agents(2, listener.local_addr().unwrap());
-    let report = bandsync_coordinator::run(&plan, listener, 2, CancellationToken::new())
+    let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(2), CancellationToken::new())
         .await
         .unwrap();
 
@@ -193,7 +195,7 @@ async fn agents_start_each_step_at_the_same_instant() {
     let plan = plan::parse(&text, "sync.toml", "sync").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agents = spawn_agents(2, listener.local_addr().unwrap());
-    let report: Report = bandsync_coordinator::run(&plan, listener, 2, CancellationToken::new())
+    let report: Report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(2), CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(report.status, RunStatus::Complete);
@@ -236,7 +238,7 @@ async fn an_agent_with_another_protocol_version_is_refused_with_both_versions_na
     let shutdown = CancellationToken::new();
     let coordinator = tokio::spawn({
         let shutdown = shutdown.clone();
-        async move { bandsync_coordinator::run(&plan, listener, 1, shutdown).await }
+        async move { bandsync_coordinator::run(&plan, listener, &RunConfig::agents(1), shutdown).await }
     });
 
     let mut client = loop {
@@ -274,9 +276,55 @@ async fn an_unreachable_target_fails_before_any_agent_is_involved() {
     let text = format!("[target]\nredis_url = \"redis://127.0.0.1:{port}\"\n[[steps]]\nkind = \"redis_basic_ops\"\n");
     let plan = plan::parse(&text, "p.toml", "p").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = bandsync_coordinator::run(&plan, listener, 1, CancellationToken::new())
+    let err = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(1), CancellationToken::new())
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), 3);
     assert!(err.to_string().contains(&format!("redis://127.0.0.1:{port}")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_without_the_right_token_are_refused_and_the_right_one_runs() {
+    let plan = plan::parse(
+        "[target]\nredis_url = \"redis://127.0.0.1:1\"\n[[steps]]\nkind = \"timestamp_generation\"\niterations = 1000\n",
+        "p.toml",
+        "p",
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = RunConfig {
+        expected_agents: 1,
+        token: Some("correct-horse-battery".into()),
+    };
+    let coordinator =
+        tokio::spawn(
+            async move { bandsync_coordinator::run(&plan, listener, &config, CancellationToken::new()).await },
+        );
+
+    let agent = |token: Option<&str>| {
+        let config = AgentConfig {
+            coordinator: addr.to_string(),
+            agent_id: format!("token-{token:?}"),
+            connect_timeout: Duration::from_secs(10),
+            token: token.map(str::to_owned),
+        };
+        bandsync_agent::run(config, CancellationToken::new())
+    };
+    let missing = agent(None).await.unwrap_err().to_string();
+    assert!(
+        missing.contains("requires a token: start the agent with --token or BANDSYNC_TOKEN"),
+        "{missing}"
+    );
+    let wrong = agent(Some("correct-horse-battery-staple"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(wrong.contains("wrong token"), "{wrong}");
+    // Neither counted as an agent: the right one is the run's only agent.
+    assert_eq!(agent(Some("correct-horse-battery")).await.unwrap(), AgentExit::Finished);
+    let report = coordinator.await.unwrap().unwrap();
+    assert_eq!(report.status, RunStatus::Complete);
+    assert_eq!(report.agents.len(), 1);
+    assert_eq!(report.agents[0].agent_id, "token-Some(\"correct-horse-battery\")");
 }

@@ -120,6 +120,7 @@ async fn an_orphaned_agent_stops_its_load_and_deletes_its_keys() {
             coordinator: addr.to_string(),
             agent_id: "orphan".into(),
             connect_timeout: Duration::from_secs(10),
+            token: None,
         },
         CancellationToken::new(),
     ));

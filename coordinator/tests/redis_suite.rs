@@ -6,6 +6,7 @@ use std::time::Duration;
 use bandsync_agent::AgentConfig;
 use bandsync_common::plan;
 use bandsync_common::report::{CriterionStatus, Figures, Report, RunStatus};
+use bandsync_coordinator::RunConfig;
 use bandsync_coordinator::testbed::RedisServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,11 +26,12 @@ async fn run_steps(redis: &RedisServer, steps: &str) -> Report {
                 coordinator: addr.to_string(),
                 agent_id: format!("suite-{i}"),
                 connect_timeout: Duration::from_secs(10),
+                token: None,
             };
             tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
         })
         .collect();
-    let report = bandsync_coordinator::run(&plan, listener, 2, CancellationToken::new())
+    let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(2), CancellationToken::new())
         .await
         .unwrap();
     for a in agents {

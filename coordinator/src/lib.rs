@@ -121,9 +121,14 @@ pub async fn run(
     let server_stop = CancellationToken::new();
     let server = {
         let stop = server_stop.clone();
-        let service = LoadTestServer::new(service::Service { joins: joins_tx })
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+        let mut required: Vec<String> = plan.steps.iter().map(|s| s.spec.kind().to_owned()).collect();
+        required.dedup();
+        let service = LoadTestServer::new(service::Service {
+            joins: joins_tx,
+            required,
+        })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
         let service =
             tonic::service::interceptor::InterceptedService::new(service, auth::interceptor(config.token.clone()));
         tokio::spawn(

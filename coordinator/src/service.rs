@@ -24,6 +24,8 @@ pub struct Join {
 
 pub struct Service {
     pub joins: mpsc::Sender<Join>,
+    /// Step kinds the plan uses: an agent must be able to run every one.
+    pub required: Vec<String>,
 }
 
 #[tonic::async_trait]
@@ -48,6 +50,27 @@ impl LoadTest for Service {
             return Err(Status::failed_precondition(format!(
                 "protocol version mismatch: agent `{}` speaks {}, this coordinator speaks {}; run the same release on both",
                 hello.agent_id, hello.protocol_version, PROTOCOL_VERSION
+            )));
+        }
+        let missing: Vec<&str> = self
+            .required
+            .iter()
+            .filter(|k| !hello.capabilities.contains(k))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            warn!(agent = %hello.agent_id, missing = ?missing, "refused an agent that cannot run this plan");
+            return Err(Status::failed_precondition(format!(
+                "agent `{}` (version {}) cannot run step kind(s) {} that this plan uses; it runs: {}. Run the same release as the coordinator (version {})",
+                hello.agent_id,
+                hello.version,
+                missing.join(", "),
+                if hello.capabilities.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    hello.capabilities.join(", ")
+                },
+                env!("CARGO_PKG_VERSION")
             )));
         }
         let (tx, rx) = mpsc::channel(256);

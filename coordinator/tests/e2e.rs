@@ -226,7 +226,7 @@ async fn agents_start_each_step_at_the_same_instant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_agent_with_another_protocol_version_is_refused_with_both_versions_named() {
+async fn agents_with_another_protocol_version_or_missing_step_kinds_are_refused_with_both_sides_named() {
     let plan = plan::parse(
         "[target]\nredis_url = \"redis://127.0.0.1:1\"\n[[steps]]\nkind = \"timestamp_generation\"\n",
         "p.toml",
@@ -260,6 +260,25 @@ async fn an_agent_with_another_protocol_version_is_refused_with_both_versions_na
     assert!(
         msg.contains(&format!("this coordinator speaks {PROTOCOL_VERSION}")),
         "{msg}"
+    );
+
+    // An agent that cannot run a step kind of the plan is refused at Hello, both sides named.
+    let hello = pb::Hello {
+        agent_id: "partial-agent".into(),
+        version: "0.0.9".into(),
+        protocol_version: PROTOCOL_VERSION,
+        capabilities: vec!["redis_basic_ops".into()],
+        ..Default::default()
+    };
+    let stream = tokio_stream::iter([pb::AgentMessage::of(agent_message::Kind::Hello(hello))]);
+    let status = client.session(stream).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains(
+            "agent `partial-agent` (version 0.0.9) cannot run step kind(s) timestamp_generation that this plan uses; it runs: redis_basic_ops"
+        ),
+        "{}",
+        status.message()
     );
 
     // Ctrl-C while waiting for agents: no report, interrupted.

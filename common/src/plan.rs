@@ -62,6 +62,18 @@ pub struct RunOptions {
     pub agent_wait: Duration,
     /// Default limit for one step; a step's own `timeout` overrides it.
     pub step_timeout: Duration,
+    /// What a lost agent does to the run.
+    pub on_agent_loss: AgentLoss,
+}
+
+/// What the run does when an agent is lost mid-run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentLoss {
+    /// Finish the step and run the next ones with the remaining agents (the report says so).
+    Continue,
+    /// Abort the step on every agent and end the run.
+    Stop,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -297,6 +309,7 @@ struct RawRun {
     agents: Option<Spanned<i64>>,
     agent_wait: Option<Spanned<String>>,
     step_timeout: Option<Spanned<String>>,
+    on_agent_loss: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -425,11 +438,26 @@ impl Validator<'_> {
                 },
                 agent_wait: self.duration_or(r.agent_wait, "run.agent_wait", Duration::from_secs(60))?,
                 step_timeout: self.duration_or(r.step_timeout, "run.step_timeout", Duration::from_secs(300))?,
+                on_agent_loss: match &r.on_agent_loss {
+                    None => AgentLoss::Continue,
+                    Some(v) => match v.get_ref().as_str() {
+                        "continue" => AgentLoss::Continue,
+                        "stop" => AgentLoss::Stop,
+                        other => {
+                            return Err(self.err(
+                                v.span(),
+                                "run.on_agent_loss",
+                                format!("`{other}` is not one of continue, stop"),
+                            ));
+                        }
+                    },
+                },
             },
             None => RunOptions {
                 agents: None,
                 agent_wait: Duration::from_secs(60),
                 step_timeout: Duration::from_secs(300),
+                on_agent_loss: AgentLoss::Continue,
             },
         };
 

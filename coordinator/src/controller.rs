@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bandsync_common::clock::{self, ClockEstimate, ClockSample, now_unix_ns};
 use bandsync_common::metrics::MetricSet;
-use bandsync_common::plan::{Plan, Step};
+use bandsync_common::plan::{AgentLoss, Plan, Step};
 use bandsync_common::report::{AgentRow, StepRecord};
 use bandsync_proto::pb::{self, agent_message::Kind as In, coordinator_message::Kind as Out};
 use tokio::sync::mpsc;
@@ -56,6 +56,8 @@ pub struct Controller<'a> {
     /// Set when an agent was lost or a step did not complete on every agent.
     pub incomplete: Option<String>,
     pub interrupted: bool,
+    /// An agent was lost and the plan says `on_agent_loss = "stop"`: no further step runs.
+    pub stopping: bool,
 }
 
 impl<'a> Controller<'a> {
@@ -71,6 +73,7 @@ impl<'a> Controller<'a> {
             shutdown,
             incomplete: None,
             interrupted: false,
+            stopping: false,
         }
     }
 
@@ -345,6 +348,11 @@ impl<'a> Controller<'a> {
                             record.failures.push((id, format!("agent lost during the step: {why}")));
                         }
                         self.lose(i, why);
+                        if self.plan.run.on_agent_loss == AgentLoss::Stop && !self.stopping {
+                            warn!(step = %step.name, "an agent was lost and the plan says stop: aborting the step");
+                            self.stopping = true;
+                            self.abort(&pending, "another agent was lost and the plan stops on agent loss").await;
+                        }
                     }
                 },
                 _ = log_tick.tick() => {

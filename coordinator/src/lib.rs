@@ -173,6 +173,10 @@ pub async fn run(
             ctl.interrupted = true;
             break;
         }
+        if ctl.stopping {
+            warn!(step = %step.name, "not run: an agent was lost and the plan stops on agent loss");
+            break;
+        }
         if ctl.alive().count() == 0 {
             ctl.incomplete.get_or_insert_with(|| "every agent was lost".into());
             break;

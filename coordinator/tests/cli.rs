@@ -258,3 +258,148 @@ fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
         "redis-server on {redis_port} still running"
     );
 }
+
+/// Runs `plan` on the testbed's 2 agent processes, SIGKILLs one of them once step `long` is under
+/// way, and returns the exit code and the JSON report.
+fn run_and_kill_one_agent(plan: &Path, json: &Path) -> (Option<i32>, serde_json::Value) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = testbed_run(plan, &["--json", json.to_str().unwrap()], "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("step scheduled") && line.contains("step=long") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("step `long` was scheduled");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let pgrep = Command::new("pgrep")
+        .args(["-P", &child.id().to_string()])
+        .output()
+        .unwrap();
+    let victim = String::from_utf8_lossy(&pgrep.stdout)
+        .lines()
+        .next()
+        .expect("an agent process")
+        .to_owned();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &victim])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    (
+        status.code(),
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap(),
+    )
+}
+
+#[test]
+fn an_agent_killed_mid_step_is_reported_and_nothing_is_left_behind() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let redis = rt
+        .block_on(bandsync_coordinator::testbed::RedisServer::start())
+        .unwrap();
+    let mut con = rt
+        .block_on(async {
+            redis::Client::open(redis.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+        })
+        .unwrap();
+    rt.block_on(
+        redis::cmd("SET")
+            .arg("sentinel")
+            .arg("untouched")
+            .query_async::<()>(&mut con),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    for policy in ["continue", "stop"] {
+        let plan = dir.path().join(format!("{policy}.toml"));
+        std::fs::write(
+            &plan,
+            format!(
+                "[target]\nredis_url = \"{}\"\n[testbed]\nlocal_agents = 2\nredis = false\n[run]\non_agent_loss = \"{policy}\"\n\
+                 [[steps]]\nname = \"long\"\nkind = \"redis_basic_ops\"\niterations = 8000\n\
+                 [[steps]]\nname = \"after\"\nkind = \"timestamp_generation\"\niterations = 1000\nbatch_size = 100\n",
+                redis.url()
+            ),
+        )
+        .unwrap();
+        let (code, report) = run_and_kill_one_agent(&plan, &dir.path().join(format!("{policy}.json")));
+        assert_eq!(code, Some(3), "{policy}: {report:#}");
+        assert_eq!(report["status"]["state"], "incomplete", "{policy}");
+        assert!(
+            report["status"]["reason"].as_str().unwrap().contains("was lost"),
+            "{policy}: {}",
+            report["status"]
+        );
+        let lost: Vec<_> = report["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| !a["lost"].is_null())
+            .collect();
+        assert_eq!(lost.len(), 1, "{policy}: one agent lost");
+        let long = &report["steps"][0];
+        assert_eq!(long["agents_sent"].as_array().unwrap().len(), 2);
+        let failures = long["failures"].as_array().unwrap();
+        assert!(
+            failures
+                .iter()
+                .any(|f| f["message"].as_str().unwrap().starts_with("agent lost during the step")),
+            "{policy}: {failures:?}"
+        );
+        match policy {
+            "continue" => {
+                // The survivor finished the step and ran the next one.
+                assert_eq!(long["agents_reported"].as_array().unwrap().len(), 1, "{long:#}");
+                assert_eq!(report["steps"].as_array().unwrap().len(), 2);
+                assert_eq!(report["steps"][1]["agents_reported"].as_array().unwrap().len(), 1);
+            }
+            _ => {
+                // The survivor was aborted and no further step ran.
+                assert_eq!(long["agents_reported"].as_array().unwrap().len(), 0, "{long:#}");
+                assert!(
+                    failures
+                        .iter()
+                        .any(|f| f["message"].as_str().unwrap().starts_with("aborted")),
+                    "{failures:?}"
+                );
+                assert_eq!(report["steps"].as_array().unwrap().len(), 1);
+            }
+        }
+        // The killed agent could not clean up; the coordinator's sweep did. Nothing is left.
+        let prefix = report["target"]["run_prefix"].as_str().unwrap().to_owned();
+        let (_, keys): (u64, Vec<String>) = rt
+            .block_on(
+                redis::cmd("SCAN")
+                    .arg(0)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}*"))
+                    .arg("COUNT")
+                    .arg(100_000)
+                    .query_async(&mut con),
+            )
+            .unwrap();
+        assert!(keys.is_empty(), "{policy}: {} keys left", keys.len());
+        let sentinel: String = rt
+            .block_on(redis::cmd("GET").arg("sentinel").query_async(&mut con))
+            .unwrap();
+        assert_eq!(sentinel, "untouched");
+    }
+}

@@ -19,6 +19,9 @@ struct Cli {
     /// This agent's name in the report (default: hostname-pid).
     #[arg(long, env = "BANDSYNC_AGENT_ID")]
     agent_id: Option<String>,
+    /// Exit when the coordinator goes away, instead of waiting for a coordinator again.
+    #[arg(long, env = "BANDSYNC_AGENT_ONCE")]
+    once: bool,
     /// The coordinator's shared token.
     #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             std::process::id()
         )
     });
+    let once = cli.once;
     let config = AgentConfig {
         coordinator: cli.coordinator,
         agent_id,
@@ -89,20 +93,27 @@ fn main() -> ExitCode {
             wait_for_signal().await;
             signal.cancel();
         });
-        match bandsync_agent::run(config, shutdown).await {
-            Ok(AgentExit::Finished) => 0,
-            Ok(AgentExit::Interrupted) => 130,
-            Ok(AgentExit::CoordinatorLost(why)) => {
-                eprintln!("bandsync-agent: coordinator lost ({why}); load stopped");
-                3
-            }
-            Err(e @ (AgentError::Refused(_) | AgentError::InvalidUrl { .. } | AgentError::InvalidToken)) => {
-                eprintln!("bandsync-agent: {e}");
-                2
-            }
-            Err(e) => {
-                eprintln!("bandsync-agent: {e}");
-                3
+        loop {
+            match bandsync_agent::run(config.clone(), shutdown.clone()).await {
+                Ok(AgentExit::Finished) => return 0,
+                Ok(AgentExit::Interrupted) => return 130,
+                Ok(AgentExit::CoordinatorLost(why)) if once => {
+                    eprintln!("bandsync-agent: coordinator lost ({why}); load stopped, keys deleted");
+                    return 3;
+                }
+                Ok(AgentExit::CoordinatorLost(why)) => {
+                    // Load is stopped and keys deleted; wait for a coordinator again (up to
+                    // --connect-timeout, then exit 3).
+                    eprintln!("bandsync-agent: coordinator lost ({why}); load stopped, keys deleted; waiting for a coordinator");
+                }
+                Err(e @ (AgentError::Refused(_) | AgentError::InvalidUrl { .. } | AgentError::InvalidToken)) => {
+                    eprintln!("bandsync-agent: {e}");
+                    return 2;
+                }
+                Err(e) => {
+                    eprintln!("bandsync-agent: {e}");
+                    return 3;
+                }
             }
         }
     });

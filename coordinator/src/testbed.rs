@@ -141,6 +141,8 @@ impl LocalAgents {
                     &format!("local-{i}"),
                     "--connect-timeout",
                     "30s",
+                    // A local agent lives and dies with this run.
+                    "--once",
                 ])
                 .env(
                     "RUST_LOG",

@@ -403,3 +403,97 @@ fn an_agent_killed_mid_step_is_reported_and_nothing_is_left_behind() {
         assert_eq!(sentinel, "untouched");
     }
 }
+
+#[test]
+fn agents_stop_their_redis_load_within_5_s_of_a_sigkilled_coordinator() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let redis = rt
+        .block_on(bandsync_coordinator::testbed::RedisServer::start())
+        .unwrap();
+    let mut con = rt
+        .block_on(async {
+            redis::Client::open(redis.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+        })
+        .unwrap();
+    let commands = |con: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let info: String = rt.block_on(redis::cmd("INFO").arg("stats").query_async(con)).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("kill.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[target]\nredis_url = \"{}\"\n[testbed]\nlocal_agents = 2\nredis = false\n\
+             [[steps]]\nname = \"long\"\nkind = \"redis_basic_ops\"\niterations = 10000000\ntimeout = \"10m\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let mut child = testbed_run(&plan, &[], "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("step scheduled") && line.contains("step=long") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("step `long` was scheduled");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let agents: Vec<String> = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args(["-P", &child.id().to_string()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    let before = commands(&mut con);
+    child.kill().unwrap(); // SIGKILL: no goodbye, no sweep
+    child.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+
+    // The agents notice, stop their load, delete their keys and exit (--once on the testbed).
+    for pid in &agents {
+        while Command::new("kill").args(["-0", pid]).status().unwrap().success() {
+            assert!(
+                killed_at.elapsed() < std::time::Duration::from_secs(20),
+                "agent {pid} still running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(5).saturating_sub(killed_at.elapsed()));
+    let at_5s = commands(&mut con);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let at_6s = commands(&mut con);
+    assert!(at_5s > before, "the load was running");
+    assert!(
+        at_6s - at_5s <= 2,
+        "Redis still got {} commands a second after 5 s",
+        at_6s - at_5s - 1
+    );
+    let keys: u64 = rt.block_on(redis::cmd("DBSIZE").query_async(&mut con)).unwrap();
+    assert_eq!(keys, 0, "the agents deleted what they wrote");
+}

@@ -8,6 +8,7 @@
 //! step is cancelled, its keys are deleted and [`run`] returns.
 #![forbid(unsafe_code)]
 
+pub mod allow;
 pub mod step;
 pub mod workloads;
 
@@ -32,6 +33,8 @@ pub struct AgentConfig {
     pub connect_timeout: Duration,
     /// The coordinator's shared token, sent on every call.
     pub token: Option<String>,
+    /// Targets this agent may load; anything else is refused before any traffic.
+    pub allow: allow::AllowList,
 }
 
 /// How a session ended without an error of the agent's own.
@@ -115,6 +118,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Age
         agent_index: 0,
         welcomed: false,
         current: None,
+        allow: config.allow.clone(),
     };
     loop {
         let msg = tokio::select! {
@@ -203,6 +207,7 @@ struct Session {
     agent_index: u32,
     welcomed: bool,
     current: Option<Running>,
+    allow: allow::AllowList,
 }
 
 impl Session {
@@ -233,6 +238,7 @@ impl Session {
             self.agent_index,
             cancel.clone(),
             self.tx.clone(),
+            self.allow.clone(),
         ));
         self.current = Some(Running {
             step_index,

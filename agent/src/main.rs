@@ -22,6 +22,11 @@ struct Cli {
     /// Exit when the coordinator goes away, instead of waiting for a coordinator again.
     #[arg(long, env = "BANDSYNC_AGENT_ONCE")]
     once: bool,
+    /// Targets this agent may load: host, host:port, CIDR block or `*`; repeatable, or
+    /// comma-separated in the environment. Default: this machine only (127.0.0.0/8, ::1,
+    /// localhost), so a mistaken plan cannot point the agent at another system.
+    #[arg(long = "allow-target", env = "BANDSYNC_ALLOW_TARGET", value_delimiter = ',')]
+    allow_target: Vec<String>,
     /// The coordinator's shared token.
     #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -73,11 +78,23 @@ fn main() -> ExitCode {
         )
     });
     let once = cli.once;
+    let allow = if cli.allow_target.is_empty() {
+        bandsync_agent::allow::AllowList::default()
+    } else {
+        match bandsync_agent::allow::AllowList::parse(cli.allow_target.iter().map(String::as_str)) {
+            Ok(list) => list,
+            Err(e) => {
+                eprintln!("bandsync-agent: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let config = AgentConfig {
         coordinator: cli.coordinator,
         agent_id,
         connect_timeout: cli.connect_timeout,
         token: cli.token,
+        allow,
     };
     let runtime = match cli.runtime {
         RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::allow::AllowList;
 use crate::workloads::{self, Live, StepContext, WorkloadError};
 
 pub(crate) async fn run(
@@ -21,11 +22,12 @@ pub(crate) async fn run(
     agent_index: u32,
     cancel: CancellationToken,
     tx: mpsc::Sender<pb::AgentMessage>,
+    allow: AllowList,
 ) {
     let step_index = rs.step_index;
     let live = Arc::new(Live::default());
     let started = AtomicI64::new(0);
-    let outcome = match execute(&rs, clock, agent_index, &cancel, &tx, &live, &started).await {
+    let outcome = match execute(&rs, clock, agent_index, &cancel, &tx, &live, &started, &allow).await {
         Ok(metrics) => match pb::MetricSet::try_from(&metrics) {
             Ok(m) => Outcome::Metrics(m),
             Err(e) => Outcome::Failure(pb::StepFailure { message: e.to_string() }),
@@ -58,11 +60,16 @@ async fn execute(
     tx: &mpsc::Sender<pb::AgentMessage>,
     live: &Arc<Live>,
     started: &AtomicI64,
+    allow: &AllowList,
 ) -> Result<bandsync_common::metrics::MetricSet, String> {
     let spec = rs.spec.as_ref().ok_or("RunStep has no spec")?;
     let spec = StepSpec::try_from(spec).map_err(|e| e.to_string())?;
     let shard = rs.shard.unwrap_or(pb::Shard { index: 0, count: 1 });
     let target = rs.target.clone().unwrap_or_default();
+    // Before any traffic: is this target one this agent may load?
+    if spec.uses_redis() {
+        crate::allow::check_redis_url(allow, &target.redis_url).await?;
+    }
 
     // Start at the coordinator's instant, converted to this agent's clock.
     let wait_ns = clock.to_agent(rs.coord_start_unix_ns) - now_unix_ns();

@@ -30,6 +30,7 @@ fn spawn_agents(
                 agent_id: format!("e2e-{i}"),
                 connect_timeout: Duration::from_secs(10),
                 token: None,
+                allow: Default::default(),
             };
             tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
         })
@@ -327,6 +328,7 @@ async fn agents_without_the_right_token_are_refused_and_the_right_one_runs() {
             agent_id: format!("token-{token:?}"),
             connect_timeout: Duration::from_secs(10),
             token: token.map(str::to_owned),
+            allow: Default::default(),
         };
         bandsync_agent::run(config, CancellationToken::new())
     };
@@ -346,4 +348,44 @@ async fn agents_without_the_right_token_are_refused_and_the_right_one_runs() {
     assert_eq!(report.status, RunStatus::Complete);
     assert_eq!(report.agents.len(), 1);
     assert_eq!(report.agents[0].agent_id, "token-Some(\"correct-horse-battery\")");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_made() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut con = redis_con(&redis).await;
+    let connections = |info: String| -> u64 {
+        info.lines().find_map(|l| l.strip_prefix("total_connections_received:")).unwrap().trim().parse().unwrap()
+    };
+    let before = connections(redis::cmd("INFO").arg("stats").query_async(&mut con).await.unwrap());
+
+    let text = format!("[target]\nredis_url = \"{}\"\n[[steps]]\nkind = \"redis_basic_ops\"\niterations = 10\n", redis.url());
+    let plan = plan::parse(&text, "p.toml", "p").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = AgentConfig {
+        coordinator: listener.local_addr().unwrap().to_string(),
+        agent_id: "careful".into(),
+        connect_timeout: Duration::from_secs(10),
+        token: None,
+        allow: bandsync_agent::allow::AllowList::parse(["10.9.9.9:6379"]).unwrap(),
+    };
+    let agent = tokio::spawn(bandsync_agent::run(config, CancellationToken::new()));
+    let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(1), CancellationToken::new()).await.unwrap();
+    agent.await.unwrap().unwrap();
+
+    // The coordinator reports which agent refused what, and the run is incomplete.
+    assert!(matches!(report.status, RunStatus::Incomplete { .. }), "{:?}", report.status);
+    let step = &report.steps[0];
+    assert!(step.figures.is_none());
+    assert_eq!(step.failures.len(), 1);
+    assert_eq!(step.failures[0].agent, "careful");
+    let msg = &step.failures[0].message;
+    assert!(msg.contains("refused by this agent's allow-list [10.9.9.9:6379]"), "{msg}");
+    assert!(msg.contains(&format!("target 127.0.0.1:{} is not on it", redis.port())), "{msg}");
+    let text = bandsync_common::report::render_text(&report);
+    assert!(text.contains("agent careful: refused by this agent's allow-list"), "{text}");
+
+    // Verified at the target: the only connection made during the run was the coordinator's own.
+    let after = connections(redis::cmd("INFO").arg("stats").query_async(&mut con).await.unwrap());
+    assert_eq!(after - before, 1, "the agent must not have connected");
 }

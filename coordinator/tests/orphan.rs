@@ -121,6 +121,7 @@ async fn an_orphaned_agent_stops_its_load_and_deletes_its_keys() {
             agent_id: "orphan".into(),
             connect_timeout: Duration::from_secs(10),
             token: None,
+            allow: Default::default(),
         },
         CancellationToken::new(),
     ));

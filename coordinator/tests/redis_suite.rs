@@ -27,6 +27,7 @@ async fn run_steps(redis: &RedisServer, steps: &str) -> Report {
                 agent_id: format!("suite-{i}"),
                 connect_timeout: Duration::from_secs(10),
                 token: None,
+                allow: Default::default(),
             };
             tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
         })

@@ -497,3 +497,63 @@ fn agents_stop_their_redis_load_within_5_s_of_a_sigkilled_coordinator() {
     let keys: u64 = rt.block_on(redis::cmd("DBSIZE").query_async(&mut con)).unwrap();
     assert_eq!(keys, 0, "the agents deleted what they wrote");
 }
+
+/// The bad-plan corpus: every file in tests/bad-plans gives exactly its message (file, line,
+/// column, field, what is wrong) in `expected.txt`, exit 2, nothing on stdout, and no contact with
+/// the target (a listener the test holds) or with any agent.
+#[test]
+fn every_plan_of_the_bad_plan_corpus_is_refused_with_its_message_and_contacts_nothing() {
+    let corpus = repo("coordinator/tests/bad-plans");
+    let expected: std::collections::BTreeMap<String, String> = std::fs::read_to_string(corpus.join("expected.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (file, msg) = l.split_once(": ").unwrap();
+            (file.to_owned(), msg.to_owned())
+        })
+        .collect();
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let target_url = format!("redis://{}", target.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut files: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "the corpus has {} plans", files.len());
+    let mut failures = Vec::new();
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let plan_text = std::fs::read_to_string(path).unwrap().replace("{TARGET}", &target_url);
+        let plan = dir.path().join(&name);
+        std::fs::write(&plan, plan_text).unwrap();
+        let want = expected
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} has no line in expected.txt"));
+        let want = format!("{}:{}", plan.display(), want.replace("{TARGET}", &target_url));
+        // `--local-agents 2` would start processes if the plan were accepted.
+        let out = testbed_run(&plan, &["--local-agents", "2", "--listen", "127.0.0.1:0"], "info")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        if out.status.code() != Some(2)
+            || !stdout.is_empty()
+            || stderr.trim() != format!("bandsync-coordinator: invalid plan: {want}")
+        {
+            failures.push(format!(
+                "{name}: exit {:?}\n  want: {want}\n  got:  {}",
+                out.status.code(),
+                stderr.trim()
+            ));
+        }
+    }
+    assert_eq!(expected.len(), files.len(), "expected.txt and the corpus differ");
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    assert!(
+        matches!(target.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a bad plan made a connection to its target"
+    );
+}

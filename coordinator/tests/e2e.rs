@@ -355,11 +355,19 @@ async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_ma
     let redis = RedisServer::start().await.unwrap();
     let mut con = redis_con(&redis).await;
     let connections = |info: String| -> u64 {
-        info.lines().find_map(|l| l.strip_prefix("total_connections_received:")).unwrap().trim().parse().unwrap()
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     };
     let before = connections(redis::cmd("INFO").arg("stats").query_async(&mut con).await.unwrap());
 
-    let text = format!("[target]\nredis_url = \"{}\"\n[[steps]]\nkind = \"redis_basic_ops\"\niterations = 10\n", redis.url());
+    let text = format!(
+        "[target]\nredis_url = \"{}\"\n[[steps]]\nkind = \"redis_basic_ops\"\niterations = 10\n",
+        redis.url()
+    );
     let plan = plan::parse(&text, "p.toml", "p").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = AgentConfig {
@@ -370,20 +378,35 @@ async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_ma
         allow: bandsync_agent::allow::AllowList::parse(["10.9.9.9:6379"]).unwrap(),
     };
     let agent = tokio::spawn(bandsync_agent::run(config, CancellationToken::new()));
-    let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(1), CancellationToken::new()).await.unwrap();
+    let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(1), CancellationToken::new())
+        .await
+        .unwrap();
     agent.await.unwrap().unwrap();
 
     // The coordinator reports which agent refused what, and the run is incomplete.
-    assert!(matches!(report.status, RunStatus::Incomplete { .. }), "{:?}", report.status);
+    assert!(
+        matches!(report.status, RunStatus::Incomplete { .. }),
+        "{:?}",
+        report.status
+    );
     let step = &report.steps[0];
     assert!(step.figures.is_none());
     assert_eq!(step.failures.len(), 1);
     assert_eq!(step.failures[0].agent, "careful");
     let msg = &step.failures[0].message;
-    assert!(msg.contains("refused by this agent's allow-list [10.9.9.9:6379]"), "{msg}");
-    assert!(msg.contains(&format!("target 127.0.0.1:{} is not on it", redis.port())), "{msg}");
+    assert!(
+        msg.contains("refused by this agent's allow-list [10.9.9.9:6379]"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("target 127.0.0.1:{} is not on it", redis.port())),
+        "{msg}"
+    );
     let text = bandsync_common::report::render_text(&report);
-    assert!(text.contains("agent careful: refused by this agent's allow-list"), "{text}");
+    assert!(
+        text.contains("agent careful: refused by this agent's allow-list"),
+        "{text}"
+    );
 
     // Verified at the target: the only connection made during the run was the coordinator's own.
     let after = connections(redis::cmd("INFO").arg("stats").query_async(&mut con).await.unwrap());

@@ -20,7 +20,7 @@ use bandsync_proto::{PROTOCOL_VERSION, pb::load_test_client::LoadTestClient};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::{debug, info, warn};
 
 /// How the agent is started.
@@ -35,6 +35,19 @@ pub struct AgentConfig {
     pub token: Option<String>,
     /// Targets this agent may load; anything else is refused before any traffic.
     pub allow: allow::AllowList,
+    /// Dial the coordinator over TLS (`https://` URL).
+    pub tls: Option<ClientTls>,
+}
+
+/// PEM material for a TLS control channel.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// The CA that signed the coordinator's certificate.
+    pub ca_pem: Vec<u8>,
+    /// This agent's certificate and key, for a coordinator that requires client certificates.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to verify the coordinator's certificate against, when it differs from the URL's host.
+    pub domain: Option<String>,
 }
 
 /// How a session ended without an error of the agent's own.
@@ -58,6 +71,8 @@ pub enum AgentError {
     Refused(String),
     #[error("the token holds characters that cannot go in a gRPC header: use printable ASCII")]
     InvalidToken,
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// How long a cancelled step may take to stop its load and delete its keys before it is aborted.
@@ -79,7 +94,7 @@ pub fn coordinator_url(s: &str) -> String {
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<AgentExit, AgentError> {
     let url = coordinator_url(&config.coordinator);
     let channel = tokio::select! {
-        c = connect(&url, config.connect_timeout) => c?,
+        c = connect(&url, config.connect_timeout, config.tls.as_ref()) => c?,
         () = shutdown.cancelled() => return Ok(AgentExit::Interrupted),
     };
     let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match &config.token {
@@ -108,7 +123,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Age
         .await
         .expect("receiver is held by the request stream");
     let mut inbound = tokio::select! {
-        r = client.session(ReceiverStream::new(rx)) => r.map_err(|s| AgentError::Refused(s.message().to_owned()))?.into_inner(),
+        r = client.session(ReceiverStream::new(rx)) => r.map_err(|s| refusal(&s, config.tls.as_ref()))?.into_inner(),
         () = shutdown.cancelled() => return Ok(AgentExit::Interrupted),
     };
 
@@ -268,8 +283,23 @@ impl Session {
     }
 }
 
-async fn connect(url: &str, timeout: Duration) -> Result<Channel, AgentError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+/// The agent-side message for a refused session, with a hint where TLS is the likely cause.
+fn refusal(status: &tonic::Status, tls: Option<&ClientTls>) -> AgentError {
+    let tls_hint = match status.code() {
+        tonic::Code::Cancelled | tonic::Code::Unknown | tonic::Code::Unavailable => match tls {
+            Some(t) if t.identity.is_none() => {
+                "; the TLS session was dropped: if the coordinator requires client certificates (mutual TLS), start the agent with --tls-cert and --tls-key signed by its CA"
+            }
+            Some(_) => "; the TLS session was dropped: check that the coordinator trusts the CA that signed --tls-cert",
+            None => "",
+        },
+        _ => "",
+    };
+    AgentError::Refused(format!("{}{tls_hint}", status.message()))
+}
+
+async fn connect(url: &str, timeout: Duration, tls: Option<&ClientTls>) -> Result<Channel, AgentError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| AgentError::InvalidUrl {
             url: url.to_owned(),
             reason: e.to_string(),
@@ -280,13 +310,36 @@ async fn connect(url: &str, timeout: Duration) -> Result<Channel, AgentError> {
         .http2_keep_alive_interval(Duration::from_secs(2))
         .keep_alive_timeout(Duration::from_secs(3))
         .keep_alive_while_idle(true);
+    match tls {
+        Some(t) => {
+            let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&t.ca_pem));
+            if let Some((cert, key)) = &t.identity {
+                cfg = cfg.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(d) = &t.domain {
+                cfg = cfg.domain_name(d.clone());
+            }
+            endpoint = endpoint.tls_config(cfg).map_err(|e| AgentError::Tls(e.to_string()))?;
+        }
+        None if url.starts_with("https://") => {
+            return Err(AgentError::Tls(
+                "an https:// coordinator needs --tls-ca (the CA that signed its certificate)".into(),
+            ));
+        }
+        None => {}
+    }
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(100);
     loop {
         match endpoint.connect().await {
             Ok(ch) => return Ok(ch),
             Err(e) => {
-                let last = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+                let mut last = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    last = format!("{last}: {s}");
+                    source = s.source();
+                }
                 if tokio::time::Instant::now() + delay > deadline {
                     return Err(AgentError::Unreachable {
                         url: url.to_owned(),

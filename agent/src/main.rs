@@ -27,6 +27,18 @@ struct Cli {
     /// localhost), so a mistaken plan cannot point the agent at another system.
     #[arg(long = "allow-target", env = "BANDSYNC_ALLOW_TARGET", value_delimiter = ',')]
     allow_target: Vec<String>,
+    /// Dial the coordinator over TLS, trusting this CA (PEM); use an https:// coordinator URL.
+    #[arg(long, env = "BANDSYNC_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// This agent's certificate (PEM), for a coordinator that requires client certificates.
+    #[arg(long, env = "BANDSYNC_TLS_CERT", requires = "tls_key", requires = "tls_ca")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "BANDSYNC_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Verify the coordinator's certificate against this name instead of the URL's host.
+    #[arg(long, env = "BANDSYNC_TLS_DOMAIN", requires = "tls_ca")]
+    tls_domain: Option<String>,
     /// The coordinator's shared token.
     #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -78,6 +90,29 @@ fn main() -> ExitCode {
         )
     });
     let once = cli.once;
+    let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let tls = match &cli.tls_ca {
+        None => None,
+        Some(ca) => {
+            let material = (|| {
+                Ok::<_, String>(bandsync_agent::ClientTls {
+                    ca_pem: read(ca)?,
+                    identity: match (&cli.tls_cert, &cli.tls_key) {
+                        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                        _ => None,
+                    },
+                    domain: cli.tls_domain.clone(),
+                })
+            })();
+            match material {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("bandsync-agent: TLS: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let allow = if cli.allow_target.is_empty() {
         bandsync_agent::allow::AllowList::default()
     } else {
@@ -95,6 +130,7 @@ fn main() -> ExitCode {
         connect_timeout: cli.connect_timeout,
         token: cli.token,
         allow,
+        tls,
     };
     let runtime = match cli.runtime {
         RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
@@ -123,7 +159,7 @@ fn main() -> ExitCode {
                     // --connect-timeout, then exit 3).
                     eprintln!("bandsync-agent: coordinator lost ({why}); load stopped, keys deleted; waiting for a coordinator");
                 }
-                Err(e @ (AgentError::Refused(_) | AgentError::InvalidUrl { .. } | AgentError::InvalidToken)) => {
+                Err(e @ (AgentError::Refused(_) | AgentError::InvalidUrl { .. } | AgentError::InvalidToken | AgentError::Tls(_))) => {
                     eprintln!("bandsync-agent: {e}");
                     return 2;
                 }

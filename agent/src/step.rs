@@ -27,7 +27,11 @@ pub(crate) async fn run(
     let step_index = rs.step_index;
     let live = Arc::new(Live::default());
     let started = AtomicI64::new(0);
-    let outcome = match execute(&rs, clock, agent_index, &cancel, &tx, &live, &started, &allow).await {
+    let executed = match allowed(&rs, &allow).await {
+        Ok(()) => execute(&rs, clock, agent_index, &cancel, &tx, &live, &started).await,
+        Err(refused) => Err(refused),
+    };
+    let outcome = match executed {
         Ok(metrics) => match pb::MetricSet::try_from(&metrics) {
             Ok(m) => Outcome::Metrics(m),
             Err(e) => Outcome::Failure(pb::StepFailure { message: e.to_string() }),
@@ -52,6 +56,17 @@ pub(crate) async fn run(
         .await;
 }
 
+/// Before any traffic: is the step's target one this agent may load?
+async fn allowed(rs: &pb::RunStep, allow: &AllowList) -> Result<(), String> {
+    let spec = rs.spec.as_ref().ok_or("RunStep has no spec")?;
+    let spec = StepSpec::try_from(spec).map_err(|e| e.to_string())?;
+    let target = rs.target.clone().unwrap_or_default();
+    if spec.uses_redis() {
+        crate::allow::check_redis_url(allow, &target.redis_url).await?;
+    }
+    Ok(())
+}
+
 async fn execute(
     rs: &pb::RunStep,
     clock: ClockEstimate,
@@ -60,16 +75,11 @@ async fn execute(
     tx: &mpsc::Sender<pb::AgentMessage>,
     live: &Arc<Live>,
     started: &AtomicI64,
-    allow: &AllowList,
 ) -> Result<bandsync_common::metrics::MetricSet, String> {
     let spec = rs.spec.as_ref().ok_or("RunStep has no spec")?;
     let spec = StepSpec::try_from(spec).map_err(|e| e.to_string())?;
     let shard = rs.shard.unwrap_or(pb::Shard { index: 0, count: 1 });
     let target = rs.target.clone().unwrap_or_default();
-    // Before any traffic: is this target one this agent may load?
-    if spec.uses_redis() {
-        crate::allow::check_redis_url(allow, &target.redis_url).await?;
-    }
 
     // Start at the coordinator's instant, converted to this agent's clock.
     let wait_ns = clock.to_agent(rs.coord_start_unix_ns) - now_unix_ns();

@@ -51,6 +51,8 @@ pub enum CoordinatorError {
     Listen { addr: String, reason: String },
     #[error("{0}")]
     Usage(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("testbed: {0}")]
     Testbed(#[from] TestbedError),
 }
@@ -59,11 +61,23 @@ impl CoordinatorError {
     /// The process exit code for this error (see ARCHITECTURE.md).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CoordinatorError::Usage(_) => 2,
+            CoordinatorError::Usage(_) | CoordinatorError::Tls(_) => 2,
             CoordinatorError::InterruptedBeforeStart => 130,
             _ => 3,
         }
     }
+}
+
+/// An error and its sources, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A new run id: Unix seconds and 24 random bits, e.g. `r1764412345-3fa2c1`.
@@ -82,6 +96,17 @@ pub struct RunConfig {
     pub expected_agents: u32,
     /// The shared token agents must present; `None` admits any agent (loopback testing only).
     pub token: Option<String>,
+    /// Serve the control channel over TLS (and require client certificates, for mutual TLS).
+    pub tls: Option<ServerTls>,
+}
+
+/// PEM files of the coordinator's TLS identity, and of the CA agents' certificates must chain to.
+#[derive(Clone, Debug, Default)]
+pub struct ServerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// When set, agents must present a certificate signed by this CA (mutual TLS).
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 impl RunConfig {
@@ -89,6 +114,7 @@ impl RunConfig {
         Self {
             expected_agents,
             token: None,
+            tls: None,
         }
     }
 }
@@ -131,8 +157,19 @@ pub async fn run(
         .max_encoding_message_size(64 << 20);
         let service =
             tonic::service::interceptor::InterceptedService::new(service, auth::interceptor(config.token.clone()));
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            let mut cfg = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(ca) = &tls.client_ca_pem {
+                cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            builder = builder
+                .tls_config(cfg)
+                .map_err(|e| CoordinatorError::Tls(error_chain(&e)))?;
+        }
         tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(2)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(3)))
@@ -258,6 +295,8 @@ pub struct Launch {
     /// `--token`: the shared token agents must present. Required when listening beyond
     /// loopback; generated for the local agents when not given.
     pub token: Option<String>,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: serve the control channel over (mutual) TLS.
+    pub tls: Option<ServerTls>,
 }
 
 /// Default coordinator port when agents come from other hosts.
@@ -313,7 +352,12 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
             SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
         }
     });
-    let token = match opts.token {
+    if opts.tls.is_some() && local_agents > 0 {
+        return Err(CoordinatorError::Usage(
+            "TLS is for agents on other hosts; the testbed's local agents dial over loopback: drop --local-agents (or [testbed] local_agents) or the --tls-* flags".into(),
+        ));
+    }
+    let token = match opts.token.clone() {
         Some(t) if t.len() < 16 => {
             return Err(CoordinatorError::Usage("--token must be at least 16 characters".into()));
         }
@@ -348,6 +392,7 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
         &RunConfig {
             expected_agents: expected,
             token,
+            tls: opts.tls,
         },
         shutdown,
     )

@@ -24,6 +24,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run a plan and print the report.
     Run {
@@ -48,6 +50,15 @@ enum Command {
         /// beyond loopback; generated for local agents otherwise.
         #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Serve the control channel over TLS with this certificate (PEM); needs --tls-key.
+        #[arg(long, env = "BANDSYNC_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, env = "BANDSYNC_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require agents to present a certificate signed by this CA (PEM): mutual TLS.
+        #[arg(long, env = "BANDSYNC_TLS_CLIENT_CA", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
         /// Also write the report as JSON to this file.
         #[arg(long, env = "BANDSYNC_JSON")]
         json: Option<PathBuf>,
@@ -97,6 +108,9 @@ fn main() -> ExitCode {
             redis_url,
             agent_bin,
             token,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
             json,
         } => {
             // The plan is checked before anything starts.
@@ -114,7 +128,26 @@ fn main() -> ExitCode {
                 redis_url,
                 agent_bin,
                 token,
+                tls: None,
             };
+            let mut opts = opts;
+            if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+                let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+                let tls = (|| {
+                    Ok::<_, String>(bandsync_coordinator::ServerTls {
+                        cert_pem: read(cert)?,
+                        key_pem: read(key)?,
+                        client_ca_pem: tls_client_ca.as_ref().map(read).transpose()?,
+                    })
+                })();
+                match tls {
+                    Ok(t) => opts.tls = Some(t),
+                    Err(e) => {
+                        eprintln!("bandsync-coordinator: TLS: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             ExitCode::from(runtime.block_on(run(plan, opts, json)))
         }

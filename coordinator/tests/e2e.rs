@@ -31,6 +31,7 @@ fn spawn_agents(
                 connect_timeout: Duration::from_secs(10),
                 token: None,
                 allow: Default::default(),
+                tls: None,
             };
             tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
         })
@@ -316,6 +317,7 @@ async fn agents_without_the_right_token_are_refused_and_the_right_one_runs() {
     let config = RunConfig {
         expected_agents: 1,
         token: Some("correct-horse-battery".into()),
+        tls: None,
     };
     let coordinator =
         tokio::spawn(
@@ -329,6 +331,7 @@ async fn agents_without_the_right_token_are_refused_and_the_right_one_runs() {
             connect_timeout: Duration::from_secs(10),
             token: token.map(str::to_owned),
             allow: Default::default(),
+            tls: None,
         };
         bandsync_agent::run(config, CancellationToken::new())
     };
@@ -376,6 +379,7 @@ async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_ma
         connect_timeout: Duration::from_secs(10),
         token: None,
         allow: bandsync_agent::allow::AllowList::parse(["10.9.9.9:6379"]).unwrap(),
+        tls: None,
     };
     let agent = tokio::spawn(bandsync_agent::run(config, CancellationToken::new()));
     let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(1), CancellationToken::new())
@@ -411,4 +415,111 @@ async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_ma
     // Verified at the target: the only connection made during the run was the coordinator's own.
     let after = connections(redis::cmd("INFO").arg("stats").query_async(&mut con).await.unwrap());
     assert_eq!(after - before, 1, "the agent must not have connected");
+}
+
+/// A CA, and certificates it signed for `names` (the coordinator's) and for an agent.
+struct Pki {
+    ca_pem: Vec<u8>,
+    server: (Vec<u8>, Vec<u8>),
+    client: (Vec<u8>, Vec<u8>),
+}
+
+fn new_pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
+        (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+    };
+    Pki {
+        ca_pem: ca.pem().into_bytes(),
+        server: leaf(vec!["localhost".into()]),
+        client: leaf(vec!["agent-1".into()]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_control_channel_runs_over_mutual_tls_and_refuses_agents_without_a_valid_certificate() {
+    let pki = new_pki();
+    let other = new_pki();
+    let plan = plan::parse(
+        "[target]\nredis_url = \"redis://127.0.0.1:1\"\n[[steps]]\nkind = \"timestamp_generation\"\niterations = 1000\n",
+        "p.toml",
+        "p",
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = RunConfig {
+        expected_agents: 1,
+        token: None,
+        tls: Some(bandsync_coordinator::ServerTls {
+            cert_pem: pki.server.0.clone(),
+            key_pem: pki.server.1.clone(),
+            client_ca_pem: Some(pki.ca_pem.clone()),
+        }),
+    };
+    let coordinator =
+        tokio::spawn(
+            async move { bandsync_coordinator::run(&plan, listener, &config, CancellationToken::new()).await },
+        );
+
+    let agent = |tls: Option<bandsync_agent::ClientTls>| {
+        let config = AgentConfig {
+            coordinator: format!("https://localhost:{port}"),
+            agent_id: "tls-agent".into(),
+            connect_timeout: Duration::from_secs(2),
+            token: None,
+            allow: Default::default(),
+            tls,
+        };
+        bandsync_agent::run(config, CancellationToken::new())
+    };
+    // No client certificate: the handshake fails, the agent never joins.
+    let no_cert = bandsync_agent::ClientTls {
+        ca_pem: pki.ca_pem.clone(),
+        identity: None,
+        domain: None,
+    };
+    let err = agent(Some(no_cert)).await.expect_err("no client certificate");
+    assert!(
+        err.to_string()
+            .contains("start the agent with --tls-cert and --tls-key"),
+        "{err}"
+    );
+    assert!(!matches!(err, bandsync_agent::AgentError::InvalidUrl { .. }), "{err}");
+    // A certificate from another CA, and trust in another CA: refused both ways.
+    let foreign = bandsync_agent::ClientTls {
+        ca_pem: other.ca_pem.clone(),
+        identity: Some(other.client.clone()),
+        domain: None,
+    };
+    let e2 = agent(Some(foreign)).await.expect_err("foreign CA");
+    assert!(e2.to_string().contains("invalid peer certificate"), "{e2}");
+    // Plain HTTP/2 to a TLS port does not join either, nor does https without a CA.
+    let plain = AgentConfig {
+        coordinator: format!("http://127.0.0.1:{port}"),
+        agent_id: "plain".into(),
+        connect_timeout: Duration::from_secs(2),
+        token: None,
+        allow: Default::default(),
+        tls: None,
+    };
+    assert!(bandsync_agent::run(plain, CancellationToken::new()).await.is_err());
+    let no_ca = agent(None).await.unwrap_err().to_string();
+    assert!(no_ca.contains("needs --tls-ca"), "{no_ca}");
+
+    // The right CA and a client certificate it signed: the run completes over mutual TLS.
+    let good = bandsync_agent::ClientTls {
+        ca_pem: pki.ca_pem.clone(),
+        identity: Some(pki.client.clone()),
+        domain: None,
+    };
+    assert_eq!(agent(Some(good)).await.unwrap(), AgentExit::Finished);
+    let report = coordinator.await.unwrap().unwrap();
+    assert_eq!(report.status, RunStatus::Complete);
+    assert_eq!(report.agents.len(), 1);
 }

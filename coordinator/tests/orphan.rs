@@ -122,6 +122,7 @@ async fn an_orphaned_agent_stops_its_load_and_deletes_its_keys() {
             connect_timeout: Duration::from_secs(10),
             token: None,
             allow: Default::default(),
+            tls: None,
         },
         CancellationToken::new(),
     ));

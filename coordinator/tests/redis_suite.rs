@@ -28,6 +28,7 @@ async fn run_steps(redis: &RedisServer, steps: &str) -> Report {
                 connect_timeout: Duration::from_secs(10),
                 token: None,
                 allow: Default::default(),
+                tls: None,
             };
             tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
         })

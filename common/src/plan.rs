@@ -966,7 +966,10 @@ fn field_path_at(source: &str, offset: usize) -> String {
                 continue;
             };
             table = name.trim().to_owned();
-        } else if here && let Some((key, _)) = t.split_once('=') {
+        } else if here
+            && let Some((key, _)) = t.split_once('=')
+            && !key.trim().trim_matches('"').is_empty()
+        {
             let key = key.trim().trim_matches('"');
             return if table.is_empty() {
                 key.to_owned()

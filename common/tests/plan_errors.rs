@@ -119,6 +119,11 @@ fn malformed_plans_give_their_exact_error_and_line() {
             "plan.toml:3:1: testbed: starts nothing: set local_agents > 0 or redis = true",
         ),
         ("name = \"x\"\nname = \"y\"\n".into(), "plan.toml:2:1: name: duplicate key"),
+        // Found by the fuzzer: a line starting with `=` has no key to name.
+        (
+            "= aenm \"a\"\nnam;e =\"\n".into(),
+            "plan.toml:1:8: (plan): unexpected key or value, expected newline, `#`",
+        ),
         (
             format!("{t}[[steps]]\nkind = \"redis_concurrent\"\nconnections = \"pooled\"\n"),
             "plan.toml:5:15: steps[0].connections: `pooled` is not one of shared, per_client",

@@ -57,8 +57,11 @@ pub struct AgentRow {
     pub clock_drift_ns: Option<i64>,
     pub steps_completed: u32,
     pub errors: u64,
-    /// Why the agent left early, if it did.
+    /// Why the agent left early, if it did: the reason, the step it was in (if any) and when,
+    /// in seconds since the run started.
     pub lost: Option<String>,
+    pub lost_in_step: Option<String>,
+    pub lost_after_s: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -1482,7 +1485,17 @@ pub fn render_text(r: &Report) -> String {
             drift,
             a.steps_completed,
             a.errors,
-            a.lost.as_ref().map(|l| format!("  LOST: {l}")).unwrap_or_default()
+            a.lost
+                .as_ref()
+                .map(|l| format!(
+                    "  LOST{}{}: {l}",
+                    a.lost_in_step
+                        .as_ref()
+                        .map(|s| format!(" in step `{s}`"))
+                        .unwrap_or_default(),
+                    a.lost_after_s.map(|t| format!(" at {t:.1} s")).unwrap_or_default()
+                ))
+                .unwrap_or_default()
         );
     }
 

@@ -58,6 +58,9 @@ pub struct Controller<'a> {
     pub interrupted: bool,
     /// An agent was lost and the plan says `on_agent_loss = "stop"`: no further step runs.
     pub stopping: bool,
+    /// The step running now, for the record of a lost agent.
+    current_step: Option<String>,
+    started: Instant,
 }
 
 impl<'a> Controller<'a> {
@@ -74,6 +77,8 @@ impl<'a> Controller<'a> {
             incomplete: None,
             interrupted: false,
             stopping: false,
+            current_step: None,
+            started: Instant::now(),
         }
     }
 
@@ -129,6 +134,8 @@ impl<'a> Controller<'a> {
                 steps_completed: 0,
                 errors: 0,
                 lost: None,
+                lost_in_step: None,
+                lost_after_s: None,
             },
             tx: outbound,
             first_clock: None,
@@ -149,8 +156,10 @@ impl<'a> Controller<'a> {
         if let Some(a) = self.agents.get_mut(index as usize)
             && a.row.lost.is_none()
         {
-            warn!(agent = %a.row.agent_id, reason = %why, "agent lost");
+            warn!(agent = %a.row.agent_id, reason = %why, step = ?self.current_step, "agent lost");
             a.row.lost = Some(why.clone());
+            a.row.lost_in_step = self.current_step.clone();
+            a.row.lost_after_s = Some(self.started.elapsed().as_secs_f64());
             self.incomplete
                 .get_or_insert_with(|| format!("agent `{}` was lost: {why}", a.row.agent_id));
         }
@@ -254,6 +263,7 @@ impl<'a> Controller<'a> {
         // A single-agent step runs on the first live agent while the others wait.
         let take = if step.spec.single_agent() { 1 } else { usize::MAX };
         let participants: Vec<u32> = self.alive().map(|a| a.row.index).take(take).collect();
+        self.current_step = Some(step.name.clone());
         let count = participants.len() as u32;
         let max_rtt = self
             .alive()
@@ -387,6 +397,7 @@ impl<'a> Controller<'a> {
             }
         }
         record.duration_s = Instant::now().saturating_duration_since(started).as_secs_f64();
+        self.current_step = None;
         if !record.failures.is_empty() && self.incomplete.is_none() {
             self.incomplete = Some(format!(
                 "step `{}` failed on {} agent(s)",

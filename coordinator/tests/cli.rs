@@ -196,67 +196,121 @@ fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("long.toml");
-    std::fs::write(
-        &plan,
-        "[testbed]\nlocal_agents = 2\n[[steps]]\nkind = \"timestamp_generation\"\n[[steps]]\nname = \"long\"\nkind = \"redis_basic_ops\"\niterations = 10000000\ntimeout = \"10m\"\n",
+    // Once with the testbed's own Redis (to see it torn down), once with a Redis the test owns
+    // (to see that nothing is left under the run prefix and a sentinel key is untouched).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let owned = rt
+        .block_on(bandsync_coordinator::testbed::RedisServer::start())
+        .unwrap();
+    let mut con = rt
+        .block_on(async {
+            redis::Client::open(owned.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+        })
+        .unwrap();
+    rt.block_on(
+        redis::cmd("SET")
+            .arg("sentinel")
+            .arg("untouched")
+            .query_async::<()>(&mut con),
     )
     .unwrap();
-    let mut child = testbed_run(&plan, &[], "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut port = None;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(p) = line.split("port=").nth(1) {
-                port = p.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
+    let dir = tempfile::tempdir().unwrap();
+    let steps = "[[steps]]\nkind = \"timestamp_generation\"\n[[steps]]\nname = \"long\"\nkind = \"redis_basic_ops\"\niterations = 10000000\ntimeout = \"10m\"\n";
+    for owned_redis in [false, true] {
+        let plan = dir.path().join(format!("long-{owned_redis}.toml"));
+        let head = if owned_redis {
+            format!(
+                "[target]\nredis_url = \"{}\"\n[testbed]\nlocal_agents = 2\nredis = false\n",
+                owned.url()
+            )
+        } else {
+            "[testbed]\nlocal_agents = 2\n".to_owned()
+        };
+        std::fs::write(&plan, head + steps).unwrap();
+        let json = dir.path().join(format!("long-{owned_redis}.json"));
+        let mut child = testbed_run(&plan, &["--json", json.to_str().unwrap()], "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut port = None;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(p) = line.split("port=").nth(1) {
+                    port = p.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
+                }
+                // Interrupt once the long step's load is running on the agents.
+                if line.contains("progress") && line.contains("step=long") {
+                    let _ = tx.send(port);
+                }
             }
-            // Interrupt once the long step's load is running on the agents.
-            if line.contains("progress") && line.contains("step=long") {
-                let _ = tx.send(port);
-            }
-        }
-    });
-    let redis_port = rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the long step got going");
-    let redis_port = redis_port.expect("the testbed logged its redis port");
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+        });
+        let testbed_port = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the long step got going");
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
 
-    let started = std::time::Instant::now();
-    let out = child.wait_with_output().unwrap();
-    let (stdout, _) = text(&out);
-    assert_eq!(out.status.code(), Some(130), "{stdout}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(30),
-        "took {:?} to stop",
-        started.elapsed()
-    );
-    assert!(stdout.contains("RUN INTERRUPTED: partial report"), "{stdout}");
-    assert!(
-        stdout.contains("Avg Timestamps/sec:"),
-        "the finished step is in the partial report:\n{stdout}"
-    );
-    // The agents deleted what they wrote before the coordinator swept: nothing was left.
-    let keys_line = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("Keys left under"))
-        .unwrap_or_default();
-    assert!(keys_line.ends_with("*: 0"), "{keys_line}\n{stdout}");
-    // The testbed's redis-server is gone.
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err(),
-        "redis-server on {redis_port} still running"
-    );
+        let started = std::time::Instant::now();
+        let out = child.wait_with_output().unwrap();
+        let (stdout, _) = text(&out);
+        assert_eq!(out.status.code(), Some(130), "{stdout}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "took {:?} to stop",
+            started.elapsed()
+        );
+        assert!(stdout.contains("RUN INTERRUPTED: partial report"), "{stdout}");
+        assert!(
+            stdout.contains("Avg Timestamps/sec:"),
+            "the finished step is in the partial report:\n{stdout}"
+        );
+        // The agents deleted what they wrote before the coordinator swept: nothing was left.
+        let keys_line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("Keys left under"))
+            .unwrap_or_default();
+        assert!(keys_line.ends_with("*: 0"), "{keys_line}\n{stdout}");
+        // The partial report is also written as JSON.
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(report["status"]["state"], "interrupted");
+        if owned_redis {
+            let prefix = report["target"]["run_prefix"].as_str().unwrap().to_owned();
+            let (_, keys): (u64, Vec<String>) = rt
+                .block_on(
+                    redis::cmd("SCAN")
+                        .arg(0)
+                        .arg("MATCH")
+                        .arg(format!("{prefix}*"))
+                        .arg("COUNT")
+                        .arg(100_000)
+                        .query_async(&mut con),
+                )
+                .unwrap();
+            assert!(keys.is_empty(), "{} keys left", keys.len());
+            let sentinel: String = rt
+                .block_on(redis::cmd("GET").arg("sentinel").query_async(&mut con))
+                .unwrap();
+            assert_eq!(sentinel, "untouched");
+        } else {
+            // The testbed's redis-server is gone.
+            let port = testbed_port.expect("the testbed logged its redis port");
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+                "redis-server on {port} still running"
+            );
+        }
+    }
 }
 
 /// Runs `plan` on the testbed's 2 agent processes, SIGKILLs one of them once step `long` is under
@@ -355,6 +409,8 @@ fn an_agent_killed_mid_step_is_reported_and_nothing_is_left_behind() {
             .filter(|a| !a["lost"].is_null())
             .collect();
         assert_eq!(lost.len(), 1, "{policy}: one agent lost");
+        assert_eq!(lost[0]["lost_in_step"], "long", "{policy}: {:?}", lost[0]);
+        assert!(lost[0]["lost_after_s"].as_f64().unwrap() > 0.0);
         let long = &report["steps"][0];
         assert_eq!(long["agents_sent"].as_array().unwrap().len(), 2);
         let failures = long["failures"].as_array().unwrap();
@@ -430,6 +486,13 @@ fn agents_stop_their_redis_load_within_5_s_of_a_sigkilled_coordinator() {
             .parse()
             .unwrap()
     };
+    rt.block_on(
+        redis::cmd("SET")
+            .arg("sentinel")
+            .arg("untouched")
+            .query_async::<()>(&mut con),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("kill.toml");
     std::fs::write(
@@ -495,7 +558,11 @@ fn agents_stop_their_redis_load_within_5_s_of_a_sigkilled_coordinator() {
         at_6s - at_5s - 1
     );
     let keys: u64 = rt.block_on(redis::cmd("DBSIZE").query_async(&mut con)).unwrap();
-    assert_eq!(keys, 0, "the agents deleted what they wrote");
+    assert_eq!(keys, 1, "the agents deleted what they wrote; only the sentinel is left");
+    let sentinel: String = rt
+        .block_on(redis::cmd("GET").arg("sentinel").query_async(&mut con))
+        .unwrap();
+    assert_eq!(sentinel, "untouched");
 }
 
 /// The bad-plan corpus: every file in tests/bad-plans gives exactly its message (file, line,

@@ -365,6 +365,12 @@ async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_ma
             .parse()
             .unwrap()
     };
+    redis::cmd("SET")
+        .arg("sentinel")
+        .arg("untouched")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
     let before = connections(redis::cmd("INFO").arg("stats").query_async(&mut con).await.unwrap());
 
     let text = format!(
@@ -415,6 +421,8 @@ async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_ma
     // Verified at the target: the only connection made during the run was the coordinator's own.
     let after = connections(redis::cmd("INFO").arg("stats").query_async(&mut con).await.unwrap());
     assert_eq!(after - before, 1, "the agent must not have connected");
+    let sentinel: String = redis::cmd("GET").arg("sentinel").query_async(&mut con).await.unwrap();
+    assert_eq!(sentinel, "untouched");
 }
 
 /// A CA, and certificates it signed for `names` (the coordinator's) and for an agent.

@@ -59,6 +59,9 @@ enum Command {
         /// Require agents to present a certificate signed by this CA (PEM): mutual TLS.
         #[arg(long, env = "BANDSYNC_TLS_CLIENT_CA", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        /// Also write the success criteria as JUnit XML to this file (one testcase per criterion).
+        #[arg(long, env = "BANDSYNC_JUNIT")]
+        junit: Option<PathBuf>,
         /// Also write the report as JSON to this file.
         #[arg(long, env = "BANDSYNC_JSON")]
         json: Option<PathBuf>,
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             tls_client_ca,
+            junit,
             json,
         } => {
             // The plan is checked before anything starts.
@@ -149,12 +153,18 @@ fn main() -> ExitCode {
                 }
             }
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            ExitCode::from(runtime.block_on(run(plan, opts, json)))
+            ExitCode::from(runtime.block_on(run(plan, opts, Outputs { json, junit })))
         }
     }
 }
 
-async fn run(plan: bandsync_common::plan::Plan, opts: Launch, json: Option<PathBuf>) -> u8 {
+/// Report files besides the text on stdout.
+struct Outputs {
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
+}
+
+async fn run(plan: bandsync_common::plan::Plan, opts: Launch, outputs: Outputs) -> u8 {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -165,9 +175,17 @@ async fn run(plan: bandsync_common::plan::Plan, opts: Launch, json: Option<PathB
     match bandsync_coordinator::launch(plan, opts, shutdown).await {
         Ok(report) => {
             print!("{}", bandsync_common::report::render_text(&report));
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report).expect("report serializes");
-                if let Err(e) = std::fs::write(&path, text + "\n") {
+            let files = [
+                (
+                    outputs.json,
+                    serde_json::to_string_pretty(&report).expect("report serializes") + "\n",
+                ),
+                (outputs.junit, bandsync_common::report::render_junit(&report)),
+            ];
+            for (path, content) in files {
+                if let Some(path) = path
+                    && let Err(e) = std::fs::write(&path, content)
+                {
                     eprintln!("bandsync-coordinator: cannot write {}: {e}", path.display());
                     return 3;
                 }

@@ -47,18 +47,14 @@ fn text(o: &Output) -> (String, String) {
 fn quickstart_runs_on_the_testbed_and_writes_json() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let out = coordinator()
-        .args([
-            "run",
-            repo("plans/quickstart.toml").to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .arg("--agent-bin")
-        .arg(agent_bin())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let junit = dir.path().join("report.xml");
+    let out = testbed_run(
+        &repo("plans/quickstart.toml"),
+        &["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap()],
+        "warn",
+    )
+    .output()
+    .unwrap();
     let (stdout, stderr) = text(&out);
     // 0 or 1: whether this machine meets the document's thresholds is not this test's business;
     // 2 and 3 would mean the run itself went wrong.
@@ -88,6 +84,7 @@ fn quickstart_runs_on_the_testbed_and_writes_json() {
         .iter()
         .any(|c| c["status"] == "fail");
     assert_eq!(code == Some(1), failed, "exit code follows the criteria");
+    check_junit(&junit, &report);
 }
 
 #[test]
@@ -622,5 +619,63 @@ fn every_plan_of_the_bad_plan_corpus_is_refused_with_its_message_and_contacts_no
     assert!(
         matches!(target.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "a bad plan made a connection to its target"
+    );
+}
+
+/// The JUnit file parses and has one testcase per criterion, failed and skipped as the report says.
+fn check_junit(path: &Path, report: &serde_json::Value) {
+    let xml = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+    let criteria = report["criteria"].as_array().unwrap();
+    let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    assert_eq!(cases.len(), criteria.len(), "{xml}");
+    for (case, c) in cases.iter().zip(criteria) {
+        assert_eq!(case.attribute("name"), c["name"].as_str());
+        let failed = case.children().any(|n| n.has_tag_name("failure"));
+        let skipped = case.children().any(|n| n.has_tag_name("skipped"));
+        assert_eq!(failed, c["status"] == "fail", "{xml}");
+        assert_eq!(skipped, c["status"] == "not_measured", "{xml}");
+    }
+    let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+    let fails = criteria.iter().filter(|c| c["status"] == "fail").count();
+    assert_eq!(suite.attribute("failures"), Some(fails.to_string().as_str()));
+    assert_eq!(suite.attribute("tests"), Some(criteria.len().to_string().as_str()));
+}
+
+#[test]
+fn a_failing_criterion_exits_1_and_fails_its_junit_testcase() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("strict.toml");
+    std::fs::write(
+        &plan,
+        "[testbed]\nlocal_agents = 1\n[criteria]\ntimestamps_per_second = 1e15\n\
+         [[steps]]\nkind = \"timestamp_generation\"\niterations = 10000\n",
+    )
+    .unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+    let out = testbed_run(
+        &plan,
+        &["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap()],
+        "warn",
+    )
+    .output()
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("FAIL  Timestamp Generation"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["status"]["state"], "complete");
+    let c = report["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "timestamp_generation")
+        .unwrap();
+    assert_eq!(c["status"], "fail");
+    check_junit(&junit, &report);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"name="Timestamp Generation" time="0"><failure type="criterion""#),
+        "{xml}"
     );
 }

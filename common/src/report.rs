@@ -846,10 +846,10 @@ fn evaluate_criteria(steps: &[StepReport], c: &Criteria, leftover: Option<u64>) 
     out.push(criterion(
         "memory_per_session",
         "Memory Usage",
-        format!("< {:.1} KB per session", c.memory_per_session_bytes / 1000.0),
+        format!("< {} bytes per session", group(c.memory_per_session_bytes)),
         per_session.map(|v| {
             (
-                format!("{:.2} KB per session", v / 1000.0),
+                format!("{} bytes per session", group(v)),
                 v < c.memory_per_session_bytes,
             )
         }),

@@ -1545,34 +1545,6 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_group_like_to_locale_string() {
-        assert_eq!(group(0.4), "0");
-        assert_eq!(group(999.0), "999");
-        assert_eq!(group(1000.0), "1,000");
-        assert_eq!(group(1234567.6), "1,234,568");
-        assert_eq!(group(-12345.0), "-12,345");
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact_url("redis://:hunter2@db:6379/0"), "redis://:***@db:6379/0");
-        assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
-    }
-
-    #[test]
-    fn latency_ratings_follow_the_document() {
-        assert_eq!(latency_rating(0.05), "Excellent");
-        assert_eq!(latency_rating(1.0), "Good");
-        assert_eq!(latency_rating(19.9), "Acceptable");
-        assert_eq!(latency_rating(20.0), "Poor");
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // JUnit renderer.
 
@@ -1649,4 +1621,32 @@ pub fn render_junit(r: &Report) -> String {
     let _ = writeln!(o, "  </testsuite>");
     let _ = writeln!(o, "</testsuites>");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_group_like_to_locale_string() {
+        assert_eq!(group(0.4), "0");
+        assert_eq!(group(999.0), "999");
+        assert_eq!(group(1000.0), "1,000");
+        assert_eq!(group(1234567.6), "1,234,568");
+        assert_eq!(group(-12345.0), "-12,345");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("redis://:hunter2@db:6379/0"), "redis://:***@db:6379/0");
+        assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+    }
+
+    #[test]
+    fn latency_ratings_follow_the_document() {
+        assert_eq!(latency_rating(0.05), "Excellent");
+        assert_eq!(latency_rating(1.0), "Good");
+        assert_eq!(latency_rating(19.9), "Acceptable");
+        assert_eq!(latency_rating(20.0), "Poor");
+    }
 }

@@ -49,7 +49,7 @@ impl ClockSample {
 }
 
 /// The estimate kept for an agent: the true offset lies within `offset_ns ± uncertainty_ns`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ClockEstimate {
     pub offset_ns: i64,
     pub uncertainty_ns: i64,

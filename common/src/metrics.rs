@@ -202,7 +202,7 @@ pub fn decode_histogram(name: &str, bytes: &[u8]) -> Result<Hist, MetricsError> 
 }
 
 /// The figures the report shows for a histogram.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct HistSummary {
     pub count: u64,
     pub min: u64,

@@ -172,7 +172,7 @@ pub enum StepSpec {
 }
 
 /// How `redis_concurrent` clients reach Redis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Connections {
     /// All clients of an agent share one multiplexed connection, as the document's single
@@ -183,7 +183,7 @@ pub enum Connections {
 }
 
 /// How `session_concurrent_updates` protects its read-modify-write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Locking {
     /// Optimistic locking: WATCH, read, MULTI…EXEC, retry when EXEC returns nil, on a

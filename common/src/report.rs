@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::clock::ClockEstimate;
@@ -36,7 +37,7 @@ pub struct RunRecord {
     pub leftover_keys: Option<u64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum RunStatus {
     Complete,
@@ -44,7 +45,7 @@ pub enum RunStatus {
     Interrupted,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct AgentRow {
     pub index: u32,
     pub agent_id: String,
@@ -81,7 +82,7 @@ pub struct StepRecord {
 // ---------------------------------------------------------------------------------------------
 // Output: the report.
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Report {
     pub schema_version: u32,
     pub plan: String,
@@ -100,7 +101,7 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct TargetInfo {
     /// The Redis URL with any password replaced by `***`.
     pub redis_url: Option<String>,
@@ -108,7 +109,7 @@ pub struct TargetInfo {
     pub run_prefix: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct StepReport {
     pub name: String,
     pub kind: String,
@@ -124,13 +125,13 @@ pub struct StepReport {
     pub figures: Option<Figures>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct StepFailure {
     pub agent: String,
     pub message: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Figures {
     TimestampGeneration(TimestampGenerationFigures),
@@ -143,7 +144,7 @@ pub enum Figures {
     RedisPool(RedisPoolFigures),
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RedisConcurrentFigures {
     pub concurrent_clients: u64,
     pub operations_per_client: u64,
@@ -166,7 +167,7 @@ pub struct RedisConcurrentFigures {
     pub latency_us: HistSummary,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RedisMemoryFigures {
     pub session_count: u64,
     pub initial_memory_mb: f64,
@@ -189,7 +190,7 @@ pub struct RedisMemoryFigures {
     pub errors: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct SessionIntegrityFigures {
     pub total_sessions: u64,
     pub written: u64,
@@ -202,7 +203,7 @@ pub struct SessionIntegrityFigures {
     pub overall_rating: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct SessionUpdatesFigures {
     pub locking: Locking,
     pub concurrent_updates: u64,
@@ -225,7 +226,7 @@ pub struct SessionUpdatesFigures {
     pub latency_us: HistSummary,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RedisPoolFigures {
     pub pool_size: u64,
     pub agents: u64,
@@ -244,7 +245,7 @@ pub struct RedisPoolFigures {
     pub pool_wait_us: HistSummary,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct TimestampGenerationFigures {
     pub total_iterations: u64,
     pub batch_count: u64,
@@ -263,7 +264,7 @@ pub struct TimestampGenerationFigures {
     pub batch_duration_ns: HistSummary,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct TimestampPrecisionFigures {
     pub total_measurements: u64,
     pub zero_diffs: u64,
@@ -277,7 +278,7 @@ pub struct TimestampPrecisionFigures {
     pub read_gap_ns: HistSummary,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RedisBasicOpsFigures {
     pub payload_bytes: u64,
     /// Agents that ran the step.
@@ -287,7 +288,7 @@ pub struct RedisBasicOpsFigures {
     pub operations: Vec<OpFigures>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct OpFigures {
     pub op: String,
     pub iterations: u64,
@@ -309,7 +310,7 @@ pub struct OpFigures {
     pub cpu_us_per_op: Option<f64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct CriterionResult {
     pub id: String,
     pub name: String,
@@ -320,7 +321,7 @@ pub struct CriterionResult {
     pub source: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CriterionStatus {
     Pass,
@@ -328,7 +329,7 @@ pub enum CriterionStatus {
     NotMeasured,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Overall {
     pub score: u32,
     pub max_score: u32,

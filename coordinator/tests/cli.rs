@@ -85,6 +85,15 @@ fn quickstart_runs_on_the_testbed_and_writes_json() {
         .any(|c| c["status"] == "fail");
     assert_eq!(code == Some(1), failed, "exit code follows the criteria");
     check_junit(&junit, &report);
+    // The JSON is what its published schema says.
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("common/schema/report.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }
 
 #[test]

@@ -6,11 +6,14 @@
 //! - [`names`]: the metric names each workload records and the report reads;
 //! - [`clock`]: NTP-style clock-offset estimation with its error bound;
 //! - [`datagen`]: the document's `TestDataGenerator`;
-//! - [`report`]: the report model, computed from merged metrics, and its text renderer (JSON by serde).
+//! - [`report`]: the report model, computed from merged metrics, and its text and JUnit renderers
+//!   (JSON by serde, schema in `schema/report.schema.json`);
+//! - [`html`]: the self-contained HTML report.
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod datagen;
+pub mod html;
 pub mod metrics;
 pub mod names;
 pub mod plan;

@@ -62,6 +62,9 @@ enum Command {
         /// Also write the success criteria as JUnit XML to this file (one testcase per criterion).
         #[arg(long, env = "BANDSYNC_JUNIT")]
         junit: Option<PathBuf>,
+        /// Also write the report as one self-contained HTML page (charts inline, no fetches).
+        #[arg(long, env = "BANDSYNC_HTML")]
+        html: Option<PathBuf>,
         /// Also write the report as JSON to this file.
         #[arg(long, env = "BANDSYNC_JSON")]
         json: Option<PathBuf>,
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
             tls_key,
             tls_client_ca,
             junit,
+            html,
             json,
         } => {
             // The plan is checked before anything starts.
@@ -153,7 +157,7 @@ fn main() -> ExitCode {
                 }
             }
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            ExitCode::from(runtime.block_on(run(plan, opts, Outputs { json, junit })))
+            ExitCode::from(runtime.block_on(run(plan, opts, Outputs { json, junit, html })))
         }
     }
 }
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
 struct Outputs {
     json: Option<PathBuf>,
     junit: Option<PathBuf>,
+    html: Option<PathBuf>,
 }
 
 async fn run(plan: bandsync_common::plan::Plan, opts: Launch, outputs: Outputs) -> u8 {
@@ -181,6 +186,7 @@ async fn run(plan: bandsync_common::plan::Plan, opts: Launch, outputs: Outputs) 
                     serde_json::to_string_pretty(&report).expect("report serializes") + "\n",
                 ),
                 (outputs.junit, bandsync_common::report::render_junit(&report)),
+                (outputs.html, bandsync_common::html::render_html(&report)),
             ];
             for (path, content) in files {
                 if let Some(path) = path

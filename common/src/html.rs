@@ -1,0 +1,329 @@
+//! The HTML report: one self-contained file (inline CSS and SVG, no scripts, no fetches) with the
+//! run's summary, the success criteria, latency percentile curves per operation, the steps, the
+//! agents and the notes.
+
+use std::fmt::Write as _;
+
+use crate::metrics::HistSummary;
+use crate::report::{CriterionStatus, Figures, Report, RunStatus, group};
+
+const PALETTE: [&str; 8] = [
+    "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Percentile points of a summary as (x = "nines" of the percentile, y = value): min, p50, p90,
+/// p99, p99.9, max. x = −log10(1 − p), so p90 is 1, p99 is 2, p99.9 is 3; max is drawn at 4.
+fn points(h: &HistSummary) -> [(f64, f64); 6] {
+    [
+        (0.0, h.min as f64),
+        (0.5f64.log10().abs(), h.p50 as f64),
+        (1.0, h.p90 as f64),
+        (2.0, h.p99 as f64),
+        (3.0, h.p999 as f64),
+        (4.0, h.max as f64),
+    ]
+}
+
+/// A latency percentile chart: one line per series, log-scaled latency in ms.
+fn percentile_chart(title: &str, series: &[(String, HistSummary)], unit_to_ms: f64) -> String {
+    let series: Vec<_> = series.iter().filter(|(_, h)| h.count > 0).collect();
+    if series.is_empty() {
+        return String::new();
+    }
+    let (w, h, left, right, top, bottom) = (600.0, 310.0, 64.0, 190.0, 48.0, 44.0);
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let ms = |v: f64| (v * unit_to_ms).max(1e-4);
+    let lo = series
+        .iter()
+        .map(|(_, s)| ms(s.min as f64))
+        .fold(f64::INFINITY, f64::min)
+        .log10()
+        .floor();
+    let hi = series
+        .iter()
+        .map(|(_, s)| ms(s.max as f64))
+        .fold(0.0, f64::max)
+        .log10()
+        .ceil()
+        .max(lo + 1.0);
+    let x = |n: f64| left + n / 4.0 * pw;
+    let y = |v: f64| top + ph - (ms(v).log10() - lo) / (hi - lo) * ph;
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><title>{t}</title>"#,
+        t = esc(title)
+    );
+    let (what, which) = title.split_once(" — ").unwrap_or((title, ""));
+    let _ = write!(
+        o,
+        r#"<text x="8" y="18" class="ct">{}</text><text x="8" y="34" class="tick">{}</text>"#,
+        esc(what),
+        esc(which)
+    );
+    let mut d = lo;
+    while d <= hi {
+        let yy = top + ph - (d - lo) / (hi - lo) * ph;
+        let label = if d < 0.0 {
+            format!("{}", 10f64.powf(d))
+        } else {
+            group(10f64.powf(d))
+        };
+        let _ = write!(
+            o,
+            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" class="grid"/><text x="{}" y="{:.1}" class="tick" text-anchor="end">{label} ms</text>"##,
+            left + pw,
+            left - 6.0,
+            yy + 4.0
+        );
+        d += 1.0;
+    }
+    for (n, label) in [
+        (0.0, "min"),
+        (0.5f64.log10().abs(), "p50"),
+        (1.0, "p90"),
+        (2.0, "p99"),
+        (3.0, "p99.9"),
+        (4.0, "max"),
+    ] {
+        let xx = x(n);
+        let _ = write!(
+            o,
+            r#"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{}" class="grid"/><text x="{xx:.1}" y="{}" class="tick" text-anchor="middle">{label}</text>"#,
+            top + ph,
+            top + ph + 18.0
+        );
+    }
+    for (i, (name, s)) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let path: Vec<String> = points(s)
+            .iter()
+            .map(|(n, v)| format!("{:.1},{:.1}", x(*n), y(*v)))
+            .collect();
+        let _ = write!(
+            o,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+            path.join(" ")
+        );
+        for (n, v) in points(s) {
+            let _ = write!(
+                o,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{}: {:.3} ms</title></circle>"#,
+                x(n),
+                y(v),
+                esc(name),
+                ms(v)
+            );
+        }
+        let ly = top + 14.0 + i as f64 * 20.0;
+        let _ = write!(
+            o,
+            r#"<rect x="{}" y="{}" width="12" height="12" fill="{color}"/><text x="{}" y="{ly:.1}" class="legend">{} (n={})</text>"#,
+            left + pw + 16.0,
+            ly - 10.0,
+            left + pw + 34.0,
+            esc(name),
+            group(s.count as f64)
+        );
+    }
+    o.push_str("</svg>");
+    o
+}
+
+/// The report as one self-contained HTML page.
+pub fn render_html(r: &Report) -> String {
+    let mut o = String::new();
+    let status = match &r.status {
+        RunStatus::Complete => ("complete", "ok".to_owned()),
+        RunStatus::Incomplete { reason } => ("incomplete", format!("incomplete: {}", esc(reason))),
+        RunStatus::Interrupted => ("interrupted", "interrupted: partial report".to_owned()),
+    };
+    let _ = write!(
+        o,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>BandSync load test: {plan}</title><style>
+body{{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1f2937}}
+header{{background:#111827;color:#f9fafb;padding:20px 32px}}header h1{{margin:0 0 6px;font-size:22px}}header .meta{{color:#cbd5e1}}
+main{{padding:20px 32px;max-width:1280px}}section{{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:16px 20px;margin:0 0 18px}}
+h2{{font-size:17px;margin:0 0 12px}}table{{border-collapse:collapse;width:100%}}th,td{{text-align:left;padding:6px 10px;border-bottom:1px solid #eef0f3;vertical-align:top}}
+th{{color:#6b7280;font-weight:600;font-size:12px;text-transform:uppercase;letter-spacing:.03em}}td.num{{text-align:right;font-variant-numeric:tabular-nums}}
+.badge{{display:inline-block;padding:2px 8px;border-radius:999px;font-size:12px;font-weight:700}}.pass{{background:#dcfce7;color:#166534}}.fail{{background:#fee2e2;color:#991b1b}}.na{{background:#e5e7eb;color:#374151}}
+.kpis{{display:flex;gap:14px;flex-wrap:wrap}}.kpi{{flex:1 1 160px;background:#f9fafb;border:1px solid #eef0f3;border-radius:8px;padding:10px 14px}}.kpi b{{display:block;font-size:20px}}
+.status-complete{{color:#86efac}}.status-incomplete,.status-interrupted{{color:#fca5a5}}
+.charts{{display:flex;flex-wrap:wrap;gap:12px}}svg.chart{{width:570px;max-width:100%;height:auto;background:#fff;border:1px solid #f1f3f5;border-radius:6px}}
+.grid{{stroke:#e5e7eb;stroke-width:1}}.tick{{font-size:11px;fill:#6b7280}}.legend{{font-size:12px;fill:#374151}}.ct{{font-size:14px;font-weight:600;fill:#111827}}
+ul.notes li{{margin:4px 0}}
+</style></head><body>"#,
+        plan = esc(&r.plan)
+    );
+    let _ = write!(
+        o,
+        r#"<header><h1>Redis &amp; Timestamp Performance Report — {plan}</h1><div class="meta">run {run} · {agents} agent(s) · {secs:.1} s · <span class="status-{cls}">{status}</span></div></header><main>"#,
+        plan = esc(&r.plan),
+        run = esc(&r.run_id),
+        agents = r.agents.len(),
+        secs = r.execution_time_s,
+        cls = status.0,
+        status = status.1
+    );
+
+    let passed = r.criteria.iter().filter(|c| c.status == CriterionStatus::Pass).count();
+    let failed = r.criteria.iter().filter(|c| c.status == CriterionStatus::Fail).count();
+    let _ = write!(
+        o,
+        r#"<section><h2>Overview</h2><div class="kpis"><div class="kpi">Overall rating (document's scoring)<b>{}</b>{} of {} points, {:.0}%</div><div class="kpi">Success criteria<b>{passed} pass · {failed} fail</b>{} not measured by this plan</div><div class="kpi">Keys left under the run prefix<b>{}</b>{}</div></div></section>"#,
+        esc(&r.overall.rating),
+        r.overall.score,
+        r.overall.max_score,
+        r.overall.percentage,
+        r.criteria.len() - passed - failed,
+        r.leftover_keys.map_or_else(|| "not checked".into(), |n| n.to_string()),
+        esc(&r.target.run_prefix)
+    );
+
+    o.push_str(r#"<section><h2>Success criteria</h2><table><tr><th>status</th><th>criterion</th><th>target</th><th>measured</th><th>source</th></tr>"#);
+    for c in &r.criteria {
+        let (cls, label) = match c.status {
+            CriterionStatus::Pass => ("pass", "PASS"),
+            CriterionStatus::Fail => ("fail", "FAIL"),
+            CriterionStatus::NotMeasured => ("na", "n/a"),
+        };
+        let _ = write!(
+            o,
+            r#"<tr><td><span class="badge {cls}">{label}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            esc(&c.name),
+            esc(&c.target),
+            esc(c.measured.as_deref().unwrap_or("not measured by this plan")),
+            esc(&c.source)
+        );
+    }
+    o.push_str("</table></section>");
+
+    let mut charts = Vec::new();
+    for s in &r.steps {
+        let title = |what: &str| format!("{what} — step {}", s.name);
+        match &s.figures {
+            Some(Figures::RedisBasicOps(f)) => {
+                let series: Vec<_> = f
+                    .operations
+                    .iter()
+                    .map(|op| (op.op.to_uppercase(), op.latency_us))
+                    .collect();
+                charts.push(percentile_chart(
+                    &title("Redis basic operations latency"),
+                    &series,
+                    1e-3,
+                ));
+            }
+            Some(Figures::RedisConcurrent(f)) => {
+                charts.push(percentile_chart(
+                    &title("Composite operation latency"),
+                    &[("composite".into(), f.latency_us)],
+                    1e-3,
+                ));
+            }
+            Some(Figures::SessionConcurrentUpdates(f)) => {
+                charts.push(percentile_chart(
+                    &title("Session update latency (retries included)"),
+                    &[("update".into(), f.latency_us)],
+                    1e-3,
+                ));
+            }
+            Some(Figures::RedisPool(f)) => {
+                let series = [
+                    ("from schedule".to_owned(), f.latency_us),
+                    ("pool wait".to_owned(), f.pool_wait_us),
+                ];
+                charts.push(percentile_chart(&title("Pooled operation latency"), &series, 1e-3));
+            }
+            Some(Figures::TimestampGeneration(f)) => {
+                charts.push(percentile_chart(
+                    &title("Timestamp batch duration"),
+                    &[("batch".into(), f.batch_duration_ns)],
+                    1e-6,
+                ));
+            }
+            _ => {}
+        }
+    }
+    let charts: Vec<_> = charts.into_iter().filter(|c| !c.is_empty()).collect();
+    if !charts.is_empty() {
+        o.push_str(r#"<section><h2>Latency percentiles</h2><div class="charts">"#);
+        for c in charts {
+            o.push_str(&c);
+        }
+        o.push_str("</div></section>");
+    }
+
+    o.push_str(r#"<section><h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>agents</th><th>duration</th><th>start spread</th><th>failures</th></tr>"#);
+    for s in &r.steps {
+        let failures: Vec<String> = s
+            .failures
+            .iter()
+            .map(|f| format!("{}: {}", esc(&f.agent), esc(&f.message)))
+            .collect();
+        let _ = write!(
+            o,
+            r#"<tr><td>{}</td><td>{}</td><td class="num">{}/{}</td><td class="num">{:.2} s</td><td class="num">{}</td><td>{}</td></tr>"#,
+            esc(&s.name),
+            esc(&s.kind),
+            s.agents_reported.len(),
+            s.agents_sent.len(),
+            s.duration_s,
+            s.start_spread_ms.map_or_else(|| "-".into(), |m| format!("{m:.2} ms")),
+            failures.join("<br>")
+        );
+    }
+    o.push_str("</table></section>");
+
+    o.push_str(r#"<section><h2>Agents</h2><table><tr><th>#</th><th>agent</th><th>host</th><th>address</th><th>cores</th><th>clock offset ± bound</th><th>drift</th><th>steps</th><th>errors</th><th>lost</th></tr>"#);
+    for a in &r.agents {
+        let _ = write!(
+            o,
+            r#"<tr><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>"#,
+            a.index,
+            esc(&a.agent_id),
+            esc(&a.hostname),
+            esc(&a.address),
+            a.cores,
+            a.clock.map_or_else(
+                || "not measured".into(),
+                |c| format!(
+                    "{:+.3} ± {:.3} ms",
+                    c.offset_ns as f64 / 1e6,
+                    c.uncertainty_ns as f64 / 1e6
+                )
+            ),
+            a.clock_drift_ns
+                .map_or_else(|| "-".into(), |d| format!("{:+.3} ms", d as f64 / 1e6)),
+            a.steps_completed,
+            a.errors,
+            a.lost.as_deref().map(esc).unwrap_or_default()
+        );
+    }
+    o.push_str("</table></section>");
+
+    if !r.recommendations.is_empty() || !r.notes.is_empty() {
+        o.push_str(r#"<section><h2>Recommendations and notes</h2><ul class="notes">"#);
+        for rec in &r.recommendations {
+            let _ = write!(o, "<li><b>Recommendation:</b> {}</li>", esc(rec));
+        }
+        for n in &r.notes {
+            let _ = write!(o, "<li>{}</li>", esc(n));
+        }
+        o.push_str("</ul></section>");
+    }
+    let _ = write!(
+        o,
+        r#"<section><h2>The full text report</h2><pre>{}</pre></section>"#,
+        esc(&crate::report::render_text(r))
+    );
+    o.push_str("</main></body></html>\n");
+    o
+}

@@ -131,7 +131,7 @@ async fn execute(
                     }
                     _ = tick.tick() => {
                         let (ops, errors) = live.snapshot();
-                        let p = pb::Progress { step_index, ops, errors };
+                        let p = pb::Progress { step_index, ops, errors, coord_unix_ns: clock.to_coordinator(now_unix_ns()) };
                         if tx.send(pb::AgentMessage::of(agent_message::Kind::Progress(p))).await.is_err() {
                             break;
                         }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::metrics::HistSummary;
-use crate::report::{CriterionStatus, Figures, Report, RunStatus, group};
+use crate::report::{CriterionStatus, Figures, Report, RunStatus, TimelinePoint, group};
 
 const PALETTE: [&str; 8] = [
     "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
@@ -137,6 +137,104 @@ fn percentile_chart(title: &str, series: &[(String, HistSummary)], unit_to_ms: f
     o
 }
 
+/// Operations and errors per second over a step: ops/s on the left scale, errors/s on the right.
+fn timeline_chart(title: &str, points: &[TimelinePoint]) -> String {
+    if points.len() < 2 {
+        return String::new();
+    }
+    let (w, h, left, right, top, bottom) = (600.0, 310.0, 64.0, 190.0, 48.0, 44.0);
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let max_ops = points.iter().map(|p| p.ops).max().unwrap_or(0).max(1) as f64;
+    let max_err = points.iter().map(|p| p.errors).max().unwrap_or(0).max(1) as f64;
+    let n = points.len() as f64;
+    let x = |s: f64| left + (s + 0.5) / n * pw;
+    let mut o = String::new();
+    let (what, which) = title.split_once(" — ").unwrap_or((title, ""));
+    let _ = write!(
+        o,
+        r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><title>{t}</title>"#,
+        t = esc(title)
+    );
+    let _ = write!(
+        o,
+        r#"<text x="8" y="18" class="ct">{}</text><text x="8" y="34" class="tick">{}</text>"#,
+        esc(what),
+        esc(which)
+    );
+    for k in 0..=4 {
+        let f = f64::from(k) / 4.0;
+        let yy = top + ph - f * ph;
+        let _ = write!(
+            o,
+            r#"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" class="grid"/><text x="{}" y="{:.1}" class="tick" text-anchor="end">{}</text><text x="{}" y="{:.1}" class="tick err">{}</text>"#,
+            left + pw,
+            left - 6.0,
+            yy + 4.0,
+            group(max_ops * f),
+            left + pw + 6.0,
+            yy + 4.0,
+            group(max_err * f)
+        );
+    }
+    let every = (points.len() / 10).max(1);
+    for p in points.iter().step_by(every) {
+        let _ = write!(
+            o,
+            r#"<text x="{:.1}" y="{}" class="tick" text-anchor="middle">{}s</text>"#,
+            x(f64::from(p.second)),
+            top + ph + 18.0,
+            p.second
+        );
+    }
+    let ops: Vec<String> = points
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.1},{:.1}",
+                x(f64::from(p.second)),
+                top + ph - p.ops as f64 / max_ops * ph
+            )
+        })
+        .collect();
+    let errs: Vec<String> = points
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.1},{:.1}",
+                x(f64::from(p.second)),
+                top + ph - p.errors as f64 / max_err * ph
+            )
+        })
+        .collect();
+    let _ = write!(
+        o,
+        r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
+        ops.join(" "),
+        PALETTE[0]
+    );
+    let _ = write!(
+        o,
+        r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2" stroke-dasharray="4 3"/>"#,
+        errs.join(" "),
+        PALETTE[1]
+    );
+    let lx = left + pw + 60.0;
+    let _ = write!(
+        o,
+        r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}" class="legend">ops/s (left)</text><rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}" class="legend">errors/s (right)</text>"#,
+        top + 4.0,
+        PALETTE[0],
+        lx + 18.0,
+        top + 14.0,
+        top + 24.0,
+        PALETTE[1],
+        lx + 18.0,
+        top + 34.0
+    );
+    o.push_str("</svg>");
+    o
+}
+
 /// The report as one self-contained HTML page.
 pub fn render_html(r: &Report) -> String {
     let mut o = String::new();
@@ -157,7 +255,7 @@ th{{color:#6b7280;font-weight:600;font-size:12px;text-transform:uppercase;letter
 .kpis{{display:flex;gap:14px;flex-wrap:wrap}}.kpi{{flex:1 1 160px;background:#f9fafb;border:1px solid #eef0f3;border-radius:8px;padding:10px 14px}}.kpi b{{display:block;font-size:20px}}
 .status-complete{{color:#86efac}}.status-incomplete,.status-interrupted{{color:#fca5a5}}
 .charts{{display:flex;flex-wrap:wrap;gap:12px}}svg.chart{{width:570px;max-width:100%;height:auto;background:#fff;border:1px solid #f1f3f5;border-radius:6px}}
-.grid{{stroke:#e5e7eb;stroke-width:1}}.tick{{font-size:11px;fill:#6b7280}}.legend{{font-size:12px;fill:#374151}}.ct{{font-size:14px;font-weight:600;fill:#111827}}
+.grid{{stroke:#e5e7eb;stroke-width:1}}.err{{fill:#dc2626}}.tick{{font-size:11px;fill:#6b7280}}.legend{{font-size:12px;fill:#374151}}.ct{{font-size:14px;font-weight:600;fill:#111827}}
 ul.notes li{{margin:4px 0}}
 </style></head><body>"#,
         plan = esc(&r.plan)
@@ -253,6 +351,24 @@ ul.notes li{{margin:4px 0}}
         }
     }
     let charts: Vec<_> = charts.into_iter().filter(|c| !c.is_empty()).collect();
+    let timelines: Vec<_> = r
+        .steps
+        .iter()
+        .map(|s| {
+            timeline_chart(
+                &format!("Throughput and errors over time — step {}", s.name),
+                &s.timeline,
+            )
+        })
+        .filter(|c| !c.is_empty())
+        .collect();
+    if !timelines.is_empty() {
+        o.push_str(r#"<section><h2>Throughput and errors over time</h2><div class="charts">"#);
+        for c in timelines {
+            o.push_str(&c);
+        }
+        o.push_str("</div></section>");
+    }
     if !charts.is_empty() {
         o.push_str(r#"<section><h2>Latency percentiles</h2><div class="charts">"#);
         for c in charts {

@@ -77,6 +77,70 @@ pub struct StepRecord {
     pub scheduled_start_unix_ns: i64,
     /// When each agent actually started, coordinator time.
     pub agent_starts_unix_ns: Vec<(String, i64)>,
+    /// Operations and errors per second since the scheduled start, all agents together.
+    pub timeline: Vec<TimelinePoint>,
+    /// Each reporting agent's final operation and error counts.
+    pub per_agent: Vec<AgentStepFigures>,
+}
+
+/// One second of a step, all agents together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, JsonSchema)]
+pub struct TimelinePoint {
+    /// Seconds since the step's scheduled start (this point covers [second, second + 1)).
+    pub second: u32,
+    pub ops: u64,
+    pub errors: u64,
+}
+
+/// One agent's share of a step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+pub struct AgentStepFigures {
+    pub agent: String,
+    pub ops: u64,
+    pub errors: u64,
+    /// When it started, relative to the scheduled instant, ms.
+    pub start_delay_ms: Option<f64>,
+}
+
+/// Builds a per-second timeline from cumulative counters reported at coordinator times.
+#[derive(Clone, Debug, Default)]
+pub struct TimelineBuilder {
+    start_unix_ns: i64,
+    last: std::collections::BTreeMap<String, (u64, u64, i64)>,
+    points: Vec<TimelinePoint>,
+}
+
+impl TimelineBuilder {
+    pub fn new(start_unix_ns: i64) -> Self {
+        Self {
+            start_unix_ns,
+            ..Self::default()
+        }
+    }
+
+    /// `agent` had done `ops` operations and `errors` errors in all at `at_unix_ns`.
+    pub fn observe(&mut self, agent: &str, ops: u64, errors: u64, at_unix_ns: i64) {
+        let (last_ops, last_errors, last_at) = self.last.get(agent).copied().unwrap_or((0, 0, self.start_unix_ns));
+        let at = at_unix_ns.max(last_at);
+        self.last
+            .insert(agent.to_owned(), (ops.max(last_ops), errors.max(last_errors), at));
+        let second = u32::try_from((at - self.start_unix_ns).max(0) / 1_000_000_000)
+            .unwrap_or(u32::MAX)
+            .min(86_400);
+        if self.points.len() <= second as usize {
+            self.points.resize_with(second as usize + 1, TimelinePoint::default);
+            for (i, p) in self.points.iter_mut().enumerate() {
+                p.second = i as u32;
+            }
+        }
+        let p = &mut self.points[second as usize];
+        p.ops += ops.saturating_sub(last_ops);
+        p.errors += errors.saturating_sub(last_errors);
+    }
+
+    pub fn finish(self) -> Vec<TimelinePoint> {
+        self.points
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -119,6 +183,10 @@ pub struct StepReport {
     pub duration_s: f64,
     /// Latest agent start minus earliest, ms (how simultaneously the agents started).
     pub start_spread_ms: Option<f64>,
+    /// Operations and errors per second, all agents together.
+    pub timeline: Vec<TimelinePoint>,
+    /// Each reporting agent's share.
+    pub per_agent: Vec<AgentStepFigures>,
     /// Each agent's actual start minus the scheduled instant, ms, in the order they reported.
     pub start_delay_ms: Vec<f64>,
     /// `None` when no agent returned a result.
@@ -366,6 +434,8 @@ impl Report {
                         _ => None,
                     }
                 },
+                timeline: s.timeline.clone(),
+                per_agent: s.per_agent.clone(),
                 start_delay_ms: s
                     .agent_starts_unix_ns
                     .iter()
@@ -1635,6 +1705,25 @@ mod tests {
         assert_eq!(group(1000.0), "1,000");
         assert_eq!(group(1234567.6), "1,234,568");
         assert_eq!(group(-12345.0), "-12,345");
+    }
+
+    #[test]
+    fn the_timeline_buckets_each_agents_deltas_by_second() {
+        let s = 1_000_000_000_000i64;
+        let mut t = TimelineBuilder::new(s);
+        t.observe("a", 100, 0, s + 900_000_000);
+        t.observe("b", 50, 1, s + 950_000_000);
+        t.observe("a", 300, 2, s + 1_900_000_000);
+        t.observe("b", 50, 1, s + 2_100_000_000);
+        // A report before the start counts in second 0; counters never go backwards.
+        t.observe("c", 7, 0, s - 5);
+        t.observe("a", 250, 2, s + 2_500_000_000);
+        let p = t.finish();
+        assert_eq!(
+            p.iter().map(|p| (p.second, p.ops, p.errors)).collect::<Vec<_>>(),
+            [(0, 157, 1), (1, 200, 2), (2, 0, 0)]
+        );
+        assert_eq!(p.iter().map(|p| p.ops).sum::<u64>(), 300 + 50 + 7);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bandsync_common::clock::{self, ClockEstimate, ClockSample, now_unix_ns};
 use bandsync_common::metrics::MetricSet;
 use bandsync_common::plan::{AgentLoss, Plan, Step};
-use bandsync_common::report::{AgentRow, StepRecord};
+use bandsync_common::report::{AgentRow, AgentStepFigures, StepRecord, TimelineBuilder};
 use bandsync_proto::pb::{self, agent_message::Kind as In, coordinator_message::Kind as Out};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -287,7 +287,10 @@ impl<'a> Controller<'a> {
             merged: MetricSet::new(),
             scheduled_start_unix_ns: start_at,
             agent_starts_unix_ns: Vec::new(),
+            timeline: Vec::new(),
+            per_agent: Vec::new(),
         };
+        let mut timeline = TimelineBuilder::new(start_at);
         let mut pending = BTreeSet::new();
         for (shard, &i) in participants.iter().enumerate() {
             let msg = pb::RunStep {
@@ -327,6 +330,7 @@ impl<'a> Controller<'a> {
                 Some((i, ev)) = self.events.recv() => match ev {
                     Event::Message(In::Progress(p)) if p.step_index == step_index => {
                         live.insert(i, (p.ops, p.errors));
+                        timeline.observe(&self.agents[i as usize].row.agent_id, p.ops, p.errors, p.coord_unix_ns);
                     }
                     Event::Message(In::StepResult(r)) if r.step_index == step_index => {
                         if !pending.remove(&i) {
@@ -339,6 +343,15 @@ impl<'a> Controller<'a> {
                         if r.coord_started_unix_ns != 0 {
                             record.agent_starts_unix_ns.push((id.clone(), r.coord_started_unix_ns));
                         }
+                        // The final counts close the agent's timeline now, in coordinator time.
+                        timeline.observe(&id, r.ops, r.errors, now_unix_ns());
+                        record.per_agent.push(AgentStepFigures {
+                            agent: id.clone(),
+                            ops: r.ops,
+                            errors: r.errors,
+                            start_delay_ms: (r.coord_started_unix_ns != 0)
+                                .then(|| (r.coord_started_unix_ns - start_at) as f64 / 1e6),
+                        });
                         match r.outcome {
                             Some(pb::step_result::Outcome::Metrics(m)) => match merge_result(&mut record.merged, &m) {
                                 Ok(()) => {
@@ -397,6 +410,7 @@ impl<'a> Controller<'a> {
             }
         }
         record.duration_s = Instant::now().saturating_duration_since(started).as_secs_f64();
+        record.timeline = timeline.finish();
         self.current_step = None;
         if !record.failures.is_empty() && self.incomplete.is_none() {
             self.incomplete = Some(format!(

@@ -84,6 +84,11 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
             s.agents_reported
         );
         assert!(s.failures.is_empty(), "{:?}", s.failures);
+        // The per-second timeline accounts for exactly the operations the agents report.
+        let per_agent: u64 = s.per_agent.iter().map(|a| a.ops).sum();
+        assert_eq!(s.per_agent.len(), 2, "{}", s.name);
+        assert!(per_agent > 0, "{}", s.name);
+        assert_eq!(s.timeline.iter().map(|p| p.ops).sum::<u64>(), per_agent, "{}", s.name);
     }
 
     // Counts add up across agents: every agent runs the step's full count.

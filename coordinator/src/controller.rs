@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{info, warn};
 
+use crate::progress::{ProgressMode, ProgressSink, StepProgress};
 use crate::service::{Join, Outbound};
 
 /// Probes per clock estimate; the minimum-RTT one is kept.
@@ -61,6 +62,7 @@ pub struct Controller<'a> {
     /// The step running now, for the record of a lost agent.
     current_step: Option<String>,
     started: Instant,
+    progress: Box<dyn ProgressSink>,
 }
 
 impl<'a> Controller<'a> {
@@ -79,7 +81,13 @@ impl<'a> Controller<'a> {
             stopping: false,
             current_step: None,
             started: Instant::now(),
+            progress: ProgressMode::Log.sink(),
         }
+    }
+
+    /// Where live progress goes (a log line every few seconds unless set).
+    pub fn set_progress(&mut self, mode: ProgressMode) {
+        self.progress = mode.sink();
     }
 
     pub fn alive(&self) -> impl Iterator<Item = &Agent> {
@@ -323,8 +331,10 @@ impl<'a> Controller<'a> {
         // The agents stop by themselves at `timeout`; the grace covers cleanup and the trip back.
         let deadline = started + step.timeout + Duration::from_secs(20);
         let mut live: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-        let mut log_tick = tokio::time::interval(Duration::from_secs(5));
-        log_tick.tick().await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        self.progress.start(&step.name, step.spec.kind());
+        let lost_before = self.agents.iter().filter(|a| !a.alive()).count();
         while !pending.is_empty() {
             tokio::select! {
                 Some((i, ev)) = self.events.recv() => match ev {
@@ -378,10 +388,9 @@ impl<'a> Controller<'a> {
                         }
                     }
                 },
-                _ = log_tick.tick() => {
-                    let (ops, errors) = live.values().fold((0, 0), |(o, e), (a, b)| (o + a, e + b));
-                    let secs = Instant::now().saturating_duration_since(started).as_secs_f64().max(1e-3);
-                    info!(step = %step.name, ops, ops_per_s = (ops as f64 / secs).round(), errors, done = count as usize - pending.len(), of = count, "progress");
+                _ = tick.tick() => {
+                    let p = self.step_progress(&live, started, count as usize - pending.len(), count as usize, lost_before);
+                    self.progress.update(&step.name, &p);
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     warn!(step = %step.name, "agents did not report within the step timeout; aborting it");
@@ -410,6 +419,14 @@ impl<'a> Controller<'a> {
             }
         }
         record.duration_s = Instant::now().saturating_duration_since(started).as_secs_f64();
+        let p = self.step_progress(
+            &live,
+            started,
+            record.agents_reported.len(),
+            count as usize,
+            lost_before,
+        );
+        self.progress.finish(&step.name, &p, record.failures.is_empty());
         record.timeline = timeline.finish();
         self.current_step = None;
         if !record.failures.is_empty() && self.incomplete.is_none() {
@@ -420,6 +437,25 @@ impl<'a> Controller<'a> {
             ));
         }
         record
+    }
+
+    fn step_progress(
+        &self,
+        live: &BTreeMap<u32, (u64, u64)>,
+        started: Instant,
+        done: usize,
+        of: usize,
+        lost_before: usize,
+    ) -> StepProgress {
+        let (ops, errors) = live.values().fold((0, 0), |(o, e), (a, b)| (o + a, e + b));
+        StepProgress {
+            ops,
+            errors,
+            agents_done: done,
+            agents: of,
+            agents_lost: self.agents.iter().filter(|a| !a.alive()).count() - lost_before,
+            elapsed: Instant::now().saturating_duration_since(started),
+        }
     }
 
     async fn abort(&self, which: &BTreeSet<u32>, reason: &str) {

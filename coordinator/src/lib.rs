@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod controller;
+pub mod progress;
 pub mod service;
 pub mod target;
 pub mod testbed;
@@ -98,6 +99,8 @@ pub struct RunConfig {
     pub token: Option<String>,
     /// Serve the control channel over TLS (and require client certificates, for mutual TLS).
     pub tls: Option<ServerTls>,
+    /// Live progress: log lines, or a spinner per step on a terminal.
+    pub progress: progress::ProgressMode,
 }
 
 /// PEM files of the coordinator's TLS identity, and of the CA agents' certificates must chain to.
@@ -113,8 +116,7 @@ impl RunConfig {
     pub fn agents(expected_agents: u32) -> Self {
         Self {
             expected_agents,
-            token: None,
-            tls: None,
+            ..Self::default()
         }
     }
 }
@@ -180,6 +182,7 @@ pub async fn run(
     info!(%listen, run = %run_id, plan = %plan.name, expected = expected_agents, "waiting for agents");
 
     let mut ctl = Controller::new(plan, run_id.clone(), redis_url.clone(), shutdown.clone());
+    ctl.set_progress(config.progress);
     match ctl
         .wait_for_agents(&mut joins, expected_agents, plan.run.agent_wait)
         .await
@@ -297,6 +300,7 @@ pub struct Launch {
     pub token: Option<String>,
     /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: serve the control channel over (mutual) TLS.
     pub tls: Option<ServerTls>,
+    pub progress: progress::ProgressMode,
 }
 
 /// Default coordinator port when agents come from other hosts.
@@ -393,6 +397,7 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
             expected_agents: expected,
             token,
             tls: opts.tls,
+            progress: opts.progress,
         },
         shutdown,
     )

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bandsync_coordinator::Launch;
+use bandsync_coordinator::progress::ProgressMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -81,7 +82,10 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // On a terminal, live progress bars replace the info-level log lines (RUST_LOG still wins).
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr()) && matches!(cli.log_format, LogFormat::Text);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| if tty { "warn".into() } else { "info".into() });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
                 agent_bin,
                 token,
                 tls: None,
+                progress: if tty { ProgressMode::Bar } else { ProgressMode::Log },
             };
             let mut opts = opts;
             if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {

@@ -323,6 +323,7 @@ async fn agents_without_the_right_token_are_refused_and_the_right_one_runs() {
         expected_agents: 1,
         token: Some("correct-horse-battery".into()),
         tls: None,
+        ..Default::default()
     };
     let coordinator =
         tokio::spawn(
@@ -474,6 +475,7 @@ async fn the_control_channel_runs_over_mutual_tls_and_refuses_agents_without_a_v
             key_pem: pki.server.1.clone(),
             client_ca_pem: Some(pki.ca_pem.clone()),
         }),
+        ..Default::default()
     };
     let coordinator =
         tokio::spawn(

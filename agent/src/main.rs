@@ -42,6 +42,9 @@ struct Cli {
     /// The coordinator's shared token.
     #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the shared token from this file (a mounted secret); overrides --token.
+    #[arg(long, env = "BANDSYNC_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     /// How long to keep trying to reach the coordinator, e.g. `60s`.
     #[arg(long, env = "BANDSYNC_CONNECT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -90,6 +93,16 @@ fn main() -> ExitCode {
         )
     });
     let once = cli.once;
+    let token = match &cli.token_file {
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(t.trim().to_owned()),
+            Err(e) => {
+                eprintln!("bandsync-agent: --token-file {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => cli.token.clone(),
+    };
     let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let tls = match &cli.tls_ca {
         None => None,
@@ -128,7 +141,7 @@ fn main() -> ExitCode {
         coordinator: cli.coordinator,
         agent_id,
         connect_timeout: cli.connect_timeout,
-        token: cli.token,
+        token,
         allow,
         tls,
     };

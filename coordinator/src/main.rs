@@ -51,6 +51,9 @@ enum Command {
         /// beyond loopback; generated for local agents otherwise.
         #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Read the shared token from this file (a mounted secret); overrides --token.
+        #[arg(long, env = "BANDSYNC_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
         /// Serve the control channel over TLS with this certificate (PEM); needs --tls-key.
         #[arg(long, env = "BANDSYNC_TLS_CERT", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
             redis_url,
             agent_bin,
             token,
+            token_file,
             tls_cert,
             tls_key,
             tls_client_ca,
@@ -130,6 +134,13 @@ fn main() -> ExitCode {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("bandsync-coordinator: invalid plan: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let token = match read_token(token, token_file.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("bandsync-coordinator: {e}");
                     return ExitCode::from(2);
                 }
             };
@@ -207,6 +218,16 @@ async fn run(plan: bandsync_common::plan::Plan, opts: Launch, outputs: Outputs) 
             eprintln!("bandsync-coordinator: {e}");
             e.exit_code()
         }
+    }
+}
+
+/// `--token-file` wins over `--token`; the file's surrounding whitespace is ignored.
+fn read_token(token: Option<String>, file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map(|t| Some(t.trim().to_owned()))
+            .map_err(|e| format!("--token-file {}: {e}", f.display())),
+        None => Ok(token),
     }
 }
 

@@ -1,4 +1,14 @@
 //! `bandsync-agent --coordinator HOST:PORT`: joins a coordinator and runs the steps it is sent.
+
+/// `eprintln!` that cannot panic: a closed stderr (a reader that went away) must not kill a run
+/// that is stopping its load or writing its report.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -97,7 +107,7 @@ fn main() -> ExitCode {
         Some(f) => match std::fs::read_to_string(f) {
             Ok(t) => Some(t.trim().to_owned()),
             Err(e) => {
-                eprintln!("bandsync-agent: --token-file {}: {e}", f.display());
+                say!("bandsync-agent: --token-file {}: {e}", f.display());
                 return ExitCode::from(2);
             }
         },
@@ -120,7 +130,7 @@ fn main() -> ExitCode {
             match material {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    eprintln!("bandsync-agent: TLS: {e}");
+                    say!("bandsync-agent: TLS: {e}");
                     return ExitCode::from(2);
                 }
             }
@@ -132,7 +142,7 @@ fn main() -> ExitCode {
         match bandsync_agent::allow::AllowList::parse(cli.allow_target.iter().map(String::as_str)) {
             Ok(list) => list,
             Err(e) => {
-                eprintln!("bandsync-agent: {e}");
+                say!("bandsync-agent: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -164,20 +174,20 @@ fn main() -> ExitCode {
                 Ok(AgentExit::Finished) => return 0,
                 Ok(AgentExit::Interrupted) => return 130,
                 Ok(AgentExit::CoordinatorLost(why)) if once => {
-                    eprintln!("bandsync-agent: coordinator lost ({why}); load stopped, keys deleted");
+                    say!("bandsync-agent: coordinator lost ({why}); load stopped, keys deleted");
                     return 3;
                 }
                 Ok(AgentExit::CoordinatorLost(why)) => {
                     // Load is stopped and keys deleted; wait for a coordinator again (up to
                     // --connect-timeout, then exit 3).
-                    eprintln!("bandsync-agent: coordinator lost ({why}); load stopped, keys deleted; waiting for a coordinator");
+                    say!("bandsync-agent: coordinator lost ({why}); load stopped, keys deleted; waiting for a coordinator");
                 }
                 Err(e @ (AgentError::Refused(_) | AgentError::InvalidUrl { .. } | AgentError::InvalidToken | AgentError::Tls(_))) => {
-                    eprintln!("bandsync-agent: {e}");
+                    say!("bandsync-agent: {e}");
                     return 2;
                 }
                 Err(e) => {
-                    eprintln!("bandsync-agent: {e}");
+                    say!("bandsync-agent: {e}");
                     return 3;
                 }
             }

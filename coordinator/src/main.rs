@@ -1,6 +1,16 @@
 //! `bandsync-coordinator run PLAN`: runs a plan on the agents that join and prints the report.
 //! Exit codes: 0 criteria met, 1 a criterion failed, 2 bad plan or usage, 3 run incomplete,
 //! 130 interrupted.
+
+/// `eprintln!` that cannot panic: a closed stderr (a reader that went away) must not kill a run
+/// that is stopping its load or writing its report.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,7 +119,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("bandsync-coordinator: invalid plan: {e}");
+                say!("bandsync-coordinator: invalid plan: {e}");
                 ExitCode::from(2)
             }
         },
@@ -133,14 +143,14 @@ fn main() -> ExitCode {
             let plan = match bandsync_common::plan::load(&plan) {
                 Ok(p) => p,
                 Err(e) => {
-                    eprintln!("bandsync-coordinator: invalid plan: {e}");
+                    say!("bandsync-coordinator: invalid plan: {e}");
                     return ExitCode::from(2);
                 }
             };
             let token = match read_token(token, token_file.as_deref()) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("bandsync-coordinator: {e}");
+                    say!("bandsync-coordinator: {e}");
                     return ExitCode::from(2);
                 }
             };
@@ -167,7 +177,7 @@ fn main() -> ExitCode {
                 match tls {
                     Ok(t) => opts.tls = Some(t),
                     Err(e) => {
-                        eprintln!("bandsync-coordinator: TLS: {e}");
+                        say!("bandsync-coordinator: TLS: {e}");
                         return ExitCode::from(2);
                     }
                 }
@@ -190,7 +200,7 @@ async fn run(plan: bandsync_common::plan::Plan, opts: Launch, outputs: Outputs) 
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!("bandsync-coordinator: interrupted; stopping the agents and writing a partial report");
+        say!("bandsync-coordinator: interrupted; stopping the agents and writing a partial report");
         signal.cancel();
     });
     match bandsync_coordinator::launch(plan, opts, shutdown).await {
@@ -208,14 +218,14 @@ async fn run(plan: bandsync_common::plan::Plan, opts: Launch, outputs: Outputs) 
                 if let Some(path) = path
                     && let Err(e) = std::fs::write(&path, content)
                 {
-                    eprintln!("bandsync-coordinator: cannot write {}: {e}", path.display());
+                    say!("bandsync-coordinator: cannot write {}: {e}", path.display());
                     return 3;
                 }
             }
             report.exit_code() as u8
         }
         Err(e) => {
-            eprintln!("bandsync-coordinator: {e}");
+            say!("bandsync-coordinator: {e}");
             e.exit_code()
         }
     }

@@ -2,7 +2,11 @@
 //! exit codes, and errors that name what is wrong.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+mod support;
+use support::{OwnedRedis, long_step_running, long_step_scheduled, stderr_lines, wait_for_line};
 
 fn coordinator() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bandsync-coordinator"))
@@ -199,30 +203,9 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     // Once with the testbed's own Redis (to see it torn down), once with a Redis the test owns
     // (to see that nothing is left under the run prefix and a sentinel key is untouched).
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let owned = rt
-        .block_on(bandsync_coordinator::testbed::RedisServer::start())
-        .unwrap();
-    let mut con = rt
-        .block_on(async {
-            redis::Client::open(owned.url())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-        })
-        .unwrap();
-    rt.block_on(
-        redis::cmd("SET")
-            .arg("sentinel")
-            .arg("untouched")
-            .query_async::<()>(&mut con),
-    )
-    .unwrap();
+    let mut owned = OwnedRedis::start();
     let dir = tempfile::tempdir().unwrap();
     let steps = "[[steps]]\nkind = \"timestamp_generation\"\n[[steps]]\nname = \"long\"\nkind = \"redis_basic_ops\"\niterations = 10000000\ntimeout = \"10m\"\n";
     for owned_redis in [false, true] {
@@ -242,23 +225,11 @@ fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut port = None;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(p) = line.split("port=").nth(1) {
-                    port = p.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
-                }
-                // Interrupt once the long step's load is running on the agents.
-                if line.contains("progress") && line.contains("step=long") {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        let testbed_port = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("the long step got going");
+        // Interrupt once the long step's load is running on the agents.
+        let seen = wait_for_line(&stderr_lines(&mut child), Duration::from_secs(60), long_step_running);
+        let testbed_port = seen
+            .iter()
+            .find_map(|l| l.split("port=").nth(1)?.split_whitespace().next()?.parse::<u16>().ok());
         assert!(
             Command::new("kill")
                 .args(["-INT", &child.id().to_string()])
@@ -272,7 +243,7 @@ fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
         let (stdout, _) = text(&out);
         assert_eq!(out.status.code(), Some(130), "{stdout}");
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(10),
             "took {:?} to stop",
             started.elapsed()
         );
@@ -291,23 +262,8 @@ fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
         let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(report["status"]["state"], "interrupted");
         if owned_redis {
-            let prefix = report["target"]["run_prefix"].as_str().unwrap().to_owned();
-            let (_, keys): (u64, Vec<String>) = rt
-                .block_on(
-                    redis::cmd("SCAN")
-                        .arg(0)
-                        .arg("MATCH")
-                        .arg(format!("{prefix}*"))
-                        .arg("COUNT")
-                        .arg(100_000)
-                        .query_async(&mut con),
-                )
-                .unwrap();
-            assert!(keys.is_empty(), "{} keys left", keys.len());
-            let sentinel: String = rt
-                .block_on(redis::cmd("GET").arg("sentinel").query_async(&mut con))
-                .unwrap();
-            assert_eq!(sentinel, "untouched");
+            assert_eq!(owned.keys_under(report["target"]["run_prefix"].as_str().unwrap()), 0);
+            owned.assert_sentinel_untouched();
         } else {
             // The testbed's redis-server is gone.
             let port = testbed_port.expect("the testbed logged its redis port");
@@ -322,35 +278,15 @@ fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
 /// Runs `plan` on the testbed's 2 agent processes, SIGKILLs one of them once step `long` is under
 /// way, and returns the exit code and the JSON report.
 fn run_and_kill_one_agent(plan: &Path, json: &Path) -> (Option<i32>, serde_json::Value) {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let mut child = testbed_run(plan, &["--json", json.to_str().unwrap()], "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("step scheduled") && line.contains("step=long") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(60))
-        .expect("step `long` was scheduled");
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let pgrep = Command::new("pgrep")
-        .args(["-P", &child.id().to_string()])
-        .output()
-        .unwrap();
-    let victim = String::from_utf8_lossy(&pgrep.stdout)
-        .lines()
-        .next()
-        .expect("an agent process")
-        .to_owned();
+    let lines = stderr_lines(&mut child);
+    wait_for_line(&lines, Duration::from_secs(60), long_step_scheduled);
+    std::thread::sleep(Duration::from_millis(1200));
+    let victim = children(&child).into_iter().next().expect("an agent process");
     assert!(
         Command::new("kill")
             .args(["-KILL", &victim])
@@ -365,29 +301,22 @@ fn run_and_kill_one_agent(plan: &Path, json: &Path) -> (Option<i32>, serde_json:
     )
 }
 
+/// Process ids of `parent`'s children (the testbed's agents).
+fn children(parent: &std::process::Child) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-P", &parent.id().to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn an_agent_killed_mid_step_is_reported_and_nothing_is_left_behind() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let redis = rt
-        .block_on(bandsync_coordinator::testbed::RedisServer::start())
-        .unwrap();
-    let mut con = rt
-        .block_on(async {
-            redis::Client::open(redis.url())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-        })
-        .unwrap();
-    rt.block_on(
-        redis::cmd("SET")
-            .arg("sentinel")
-            .arg("untouched")
-            .query_async::<()>(&mut con),
-    )
-    .unwrap();
+    let mut redis = OwnedRedis::start();
     let dir = tempfile::tempdir().unwrap();
-
     for policy in ["continue", "stop"] {
         let plan = dir.path().join(format!("{policy}.toml"));
         std::fs::write(
@@ -446,59 +375,18 @@ fn an_agent_killed_mid_step_is_reported_and_nothing_is_left_behind() {
             }
         }
         // The killed agent could not clean up; the coordinator's sweep did. Nothing is left.
-        let prefix = report["target"]["run_prefix"].as_str().unwrap().to_owned();
-        let (_, keys): (u64, Vec<String>) = rt
-            .block_on(
-                redis::cmd("SCAN")
-                    .arg(0)
-                    .arg("MATCH")
-                    .arg(format!("{prefix}*"))
-                    .arg("COUNT")
-                    .arg(100_000)
-                    .query_async(&mut con),
-            )
-            .unwrap();
-        assert!(keys.is_empty(), "{policy}: {} keys left", keys.len());
-        let sentinel: String = rt
-            .block_on(redis::cmd("GET").arg("sentinel").query_async(&mut con))
-            .unwrap();
-        assert_eq!(sentinel, "untouched");
+        assert_eq!(
+            redis.keys_under(report["target"]["run_prefix"].as_str().unwrap()),
+            0,
+            "{policy}"
+        );
+        redis.assert_sentinel_untouched();
     }
 }
 
 #[test]
 fn agents_stop_their_redis_load_within_5_s_of_a_sigkilled_coordinator() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let redis = rt
-        .block_on(bandsync_coordinator::testbed::RedisServer::start())
-        .unwrap();
-    let mut con = rt
-        .block_on(async {
-            redis::Client::open(redis.url())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-        })
-        .unwrap();
-    let commands = |con: &mut redis::aio::MultiplexedConnection| -> u64 {
-        let info: String = rt.block_on(redis::cmd("INFO").arg("stats").query_async(con)).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_commands_processed:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    rt.block_on(
-        redis::cmd("SET")
-            .arg("sentinel")
-            .arg("untouched")
-            .query_async::<()>(&mut con),
-    )
-    .unwrap();
+    let mut redis = OwnedRedis::start();
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("kill.toml");
     std::fs::write(
@@ -515,30 +403,11 @@ fn agents_stop_their_redis_load_within_5_s_of_a_sigkilled_coordinator() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("step scheduled") && line.contains("step=long") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(60))
-        .expect("step `long` was scheduled");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let agents: Vec<String> = String::from_utf8_lossy(
-        &Command::new("pgrep")
-            .args(["-P", &child.id().to_string()])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .lines()
-    .map(str::to_owned)
-    .collect();
+    wait_for_line(&stderr_lines(&mut child), Duration::from_secs(60), long_step_scheduled);
+    std::thread::sleep(Duration::from_millis(1500));
+    let agents = children(&child);
     assert_eq!(agents.len(), 2, "{agents:?}");
-    let before = commands(&mut con);
+    let before = redis.stat("total_commands_processed");
     child.kill().unwrap(); // SIGKILL: no goodbye, no sweep
     child.wait().unwrap();
     let killed_at = std::time::Instant::now();
@@ -547,28 +416,28 @@ fn agents_stop_their_redis_load_within_5_s_of_a_sigkilled_coordinator() {
     for pid in &agents {
         while Command::new("kill").args(["-0", pid]).status().unwrap().success() {
             assert!(
-                killed_at.elapsed() < std::time::Duration::from_secs(20),
+                killed_at.elapsed() < Duration::from_secs(20),
                 "agent {pid} still running"
             );
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
-    std::thread::sleep(std::time::Duration::from_secs(5).saturating_sub(killed_at.elapsed()));
-    let at_5s = commands(&mut con);
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let at_6s = commands(&mut con);
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(killed_at.elapsed()));
+    let at_5s = redis.stat("total_commands_processed");
+    std::thread::sleep(Duration::from_secs(1));
+    let at_6s = redis.stat("total_commands_processed");
     assert!(at_5s > before, "the load was running");
     assert!(
         at_6s - at_5s <= 2,
         "Redis still got {} commands a second after 5 s",
         at_6s - at_5s - 1
     );
-    let keys: u64 = rt.block_on(redis::cmd("DBSIZE").query_async(&mut con)).unwrap();
-    assert_eq!(keys, 1, "the agents deleted what they wrote; only the sentinel is left");
-    let sentinel: String = rt
-        .block_on(redis::cmd("GET").arg("sentinel").query_async(&mut con))
-        .unwrap();
-    assert_eq!(sentinel, "untouched");
+    assert_eq!(
+        redis.dbsize(),
+        1,
+        "the agents deleted what they wrote; only the sentinel is left"
+    );
+    redis.assert_sentinel_untouched();
 }
 
 /// The bad-plan corpus: every file in tests/bad-plans gives exactly its message (file, line,

@@ -12,44 +12,19 @@ use bandsync_coordinator::testbed::RedisServer;
 use bandsync_proto::PROTOCOL_VERSION;
 use bandsync_proto::pb::{self, agent_message, load_test_client::LoadTestClient};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+mod support;
+use support::{info_stat, spawn_agents};
 use tokio_util::sync::CancellationToken;
 
 fn quickstart() -> Plan {
     plan::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans/quickstart.toml")).unwrap()
 }
 
-fn spawn_agents(
-    n: usize,
-    addr: std::net::SocketAddr,
-) -> Vec<JoinHandle<Result<AgentExit, bandsync_agent::AgentError>>> {
-    (0..n)
-        .map(|i| {
-            let config = AgentConfig {
-                coordinator: addr.to_string(),
-                agent_id: format!("e2e-{i}"),
-                connect_timeout: Duration::from_secs(10),
-                token: None,
-                allow: Default::default(),
-                tls: None,
-            };
-            tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
-        })
-        .collect()
-}
-
-async fn redis_con(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quickstart_plan_runs_end_to_end_on_two_agents() {
     let redis = RedisServer::start().await.unwrap();
-    let mut con = redis_con(&redis).await;
+    let mut con = support::connect(&redis).await;
     // Keys the suite did not create: one outside the prefix, one under the prefix of another run.
     let sentinel: &[u8] = b"sentinel \x00\xff value";
     redis::cmd("SET")
@@ -68,7 +43,7 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
     let mut plan = quickstart();
     plan.target.redis_url = Some(redis.url());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agents = spawn_agents(2, listener.local_addr().unwrap());
+    let agents = spawn_agents(2, listener.local_addr().unwrap(), "e2e");
     let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(2), CancellationToken::new())
         .await
         .unwrap();
@@ -201,7 +176,7 @@ async fn agents_start_each_step_at_the_same_instant() {
     );
     let plan = plan::parse(&text, "sync.toml", "sync").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agents = spawn_agents(2, listener.local_addr().unwrap());
+    let agents = spawn_agents(2, listener.local_addr().unwrap(), "e2e");
     let report: Report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(2), CancellationToken::new())
         .await
         .unwrap();
@@ -362,22 +337,14 @@ async fn agents_without_the_right_token_are_refused_and_the_right_one_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_made() {
     let redis = RedisServer::start().await.unwrap();
-    let mut con = redis_con(&redis).await;
-    let connections = |info: String| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_connections_received:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let mut con = support::connect(&redis).await;
     redis::cmd("SET")
         .arg("sentinel")
         .arg("untouched")
         .query_async::<()>(&mut con)
         .await
         .unwrap();
-    let before = connections(redis::cmd("INFO").arg("stats").query_async(&mut con).await.unwrap());
+    let before = info_stat(&mut con, "total_connections_received").await;
 
     let text = format!(
         "[target]\nredis_url = \"{}\"\n[[steps]]\nkind = \"redis_basic_ops\"\niterations = 10\n",
@@ -425,7 +392,7 @@ async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_ma
     );
 
     // Verified at the target: the only connection made during the run was the coordinator's own.
-    let after = connections(redis::cmd("INFO").arg("stats").query_async(&mut con).await.unwrap());
+    let after = info_stat(&mut con, "total_connections_received").await;
     assert_eq!(after - before, 1, "the agent must not have connected");
     let sentinel: String = redis::cmd("GET").arg("sentinel").query_async(&mut con).await.unwrap();
     assert_eq!(sentinel, "untouched");

@@ -9,6 +9,9 @@ use bandsync_common::plan::StepSpec;
 use bandsync_coordinator::testbed::RedisServer;
 use bandsync_proto::pb::{self, agent_message, coordinator_message::Kind as Out, load_test_server};
 use tokio::net::TcpListener;
+
+mod support;
+use support::info_stat;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -80,16 +83,6 @@ impl load_test_server::LoadTest for FakeCoordinator {
     }
 }
 
-async fn commands_processed(con: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("stats").query_async(con).await.unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_orphaned_agent_stops_its_load_and_deletes_its_keys() {
     let redis = RedisServer::start().await.unwrap();
@@ -156,9 +149,9 @@ async fn an_orphaned_agent_stops_its_load_and_deletes_its_keys() {
     // Its keys are gone and its load has stopped: Redis sees only our own commands from now on.
     let left: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(left, 0, "the agent deleted every key it wrote");
-    let before = commands_processed(&mut con).await;
+    let before = info_stat(&mut con, "total_commands_processed").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = commands_processed(&mut con).await;
+    let after = info_stat(&mut con, "total_commands_processed").await;
     assert!(
         after - before <= 2,
         "load still running after the agent returned: {} commands",

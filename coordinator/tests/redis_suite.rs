@@ -1,14 +1,14 @@
 //! The document's Redis suites (2.1, 2.2, the pooling half of 3.1) against a real redis-server
 //! with 2 agents over real gRPC, asserting on measured outcomes.
 
-use std::time::Duration;
-
-use bandsync_agent::AgentConfig;
 use bandsync_common::plan;
 use bandsync_common::report::{CriterionStatus, Figures, Report, RunStatus};
 use bandsync_coordinator::RunConfig;
 use bandsync_coordinator::testbed::RedisServer;
 use tokio::net::TcpListener;
+
+mod support;
+use support::spawn_agents;
 use tokio_util::sync::CancellationToken;
 
 /// Runs `steps` (TOML `[[steps]]` tables) on 2 in-process agents against `redis`.
@@ -20,19 +20,7 @@ async fn run_steps(redis: &RedisServer, steps: &str) -> Report {
     let plan = plan::parse(&text, "suite.toml", "suite").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let agents: Vec<_> = (0..2)
-        .map(|i| {
-            let config = AgentConfig {
-                coordinator: addr.to_string(),
-                agent_id: format!("suite-{i}"),
-                connect_timeout: Duration::from_secs(10),
-                token: None,
-                allow: Default::default(),
-                tls: None,
-            };
-            tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
-        })
-        .collect();
+    let agents = spawn_agents(2, addr, "suite");
     let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(2), CancellationToken::new())
         .await
         .unwrap();

@@ -557,3 +557,89 @@ fn a_failing_criterion_exits_1_and_fails_its_junit_testcase() {
         "{xml}"
     );
 }
+
+#[test]
+fn an_agent_that_lost_its_coordinator_serves_the_next_one() {
+    let mut redis = OwnedRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let token = "a-shared-token-for-both-runs";
+    let plan = |name: &str, steps: &str| {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!("[target]\nredis_url = \"{}\"\n[run]\nagents = 1\n{steps}", redis.url()),
+        )
+        .unwrap();
+        p
+    };
+    let long = plan(
+        "first",
+        "[[steps]]\nname = \"long\"\nkind = \"redis_basic_ops\"\niterations = 10000000\ntimeout = \"10m\"\n",
+    );
+    let short = plan(
+        "second",
+        "[[steps]]\nkind = \"timestamp_generation\"\niterations = 1000\n",
+    );
+    let coordinator = |plan: &Path, json: Option<&Path>| {
+        let mut c = coordinator();
+        c.arg("run")
+            .arg(plan)
+            .args(["--listen", &listen, "--token", token])
+            .env("RUST_LOG", "info");
+        if let Some(j) = json {
+            c.arg("--json").arg(j);
+        }
+        c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+
+    let mut first = coordinator(&long, None);
+    let first_log = stderr_lines(&mut first);
+    // No --once: after losing a coordinator the agent waits for the next one.
+    let mut agent = Command::new(agent_bin())
+        .args([
+            "--coordinator",
+            &listen,
+            "--agent-id",
+            "survivor",
+            "--connect-timeout",
+            "60s",
+        ])
+        .env("BANDSYNC_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent_log = stderr_lines(&mut agent);
+    wait_for_line(&first_log, Duration::from_secs(60), long_step_scheduled);
+    std::thread::sleep(Duration::from_millis(1000));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    wait_for_line(&agent_log, Duration::from_secs(20), |l| {
+        l.contains("waiting for a coordinator")
+    });
+
+    let json = dir.path().join("second.json");
+    let second = coordinator(&short, Some(&json));
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the second run completed with the same agent"
+    );
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["agents"][0]["agent_id"], "survivor");
+    assert_eq!(report["steps"][0]["agents_reported"].as_array().unwrap().len(), 1);
+    // The run finished: the agent exits 0 (it waits again only after losing a coordinator).
+    let status = agent.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // The first run's keys were deleted by the agent when it lost that coordinator.
+    assert_eq!(redis.dbsize(), 1, "only the sentinel is left");
+    redis.assert_sentinel_untouched();
+}

@@ -210,3 +210,13 @@ fn an_unreadable_file_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn the_plan_in_the_readme_is_valid() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("a toml block in the README") + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let plan = parse(&readme[start..end], "README.md", "readme").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.steps.len(), 8, "the README shows every step kind");
+}

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allow;
+pub mod proc;
 pub mod step;
 pub mod workloads;
 
@@ -238,6 +239,7 @@ impl Session {
                 ops: 0,
                 errors: 0,
                 coord_started_unix_ns: 0,
+                ..Default::default()
             };
             let _ = self
                 .tx

@@ -27,8 +27,10 @@ pub(crate) async fn run(
     let step_index = rs.step_index;
     let live = Arc::new(Live::default());
     let started = AtomicI64::new(0);
+    // Set when the load starts: process CPU time then, and the instant.
+    let mark: std::sync::OnceLock<(Option<u64>, std::time::Instant)> = std::sync::OnceLock::new();
     let executed = match allowed(&rs, &allow).await {
-        Ok(()) => execute(&rs, clock, agent_index, &cancel, &tx, &live, &started).await,
+        Ok(()) => execute(&rs, clock, agent_index, &cancel, &tx, &live, (&started, &mark)).await,
         Err(refused) => Err(refused),
     };
     let outcome = match executed {
@@ -50,6 +52,13 @@ pub(crate) async fn run(
         ops,
         errors,
         coord_started_unix_ns: started.load(Ordering::Relaxed),
+        cpu_us: match (mark.get().and_then(|m| m.0), crate::proc::cpu_us()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        },
+        wall_us: mark.get().map_or(0, |m| m.1.elapsed().as_micros() as u64),
+        rss_bytes: crate::proc::rss_bytes().unwrap_or(0),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
     };
     let _ = tx
         .send(pb::AgentMessage::of(agent_message::Kind::StepResult(result)))
@@ -74,7 +83,7 @@ async fn execute(
     cancel: &CancellationToken,
     tx: &mpsc::Sender<pb::AgentMessage>,
     live: &Arc<Live>,
-    started: &AtomicI64,
+    (started, mark): (&AtomicI64, &std::sync::OnceLock<(Option<u64>, std::time::Instant)>),
 ) -> Result<bandsync_common::metrics::MetricSet, String> {
     let spec = rs.spec.as_ref().ok_or("RunStep has no spec")?;
     let spec = StepSpec::try_from(spec).map_err(|e| e.to_string())?;
@@ -91,6 +100,7 @@ async fn execute(
         }
     }
     started.store(clock.to_coordinator(now_unix_ns()), Ordering::Relaxed);
+    let _ = mark.set((crate::proc::cpu_us(), std::time::Instant::now()));
     info!(step = %rs.step_name, kind = spec.kind(), shard = shard.index, of = shard.count, "step started");
 
     let timed_out = Arc::new(AtomicBool::new(false));

@@ -398,11 +398,11 @@ ul.notes li{{margin:4px 0}}
     }
     o.push_str("</table></section>");
 
-    o.push_str(r#"<section><h2>Agents</h2><table><tr><th>#</th><th>agent</th><th>host</th><th>address</th><th>cores</th><th>clock offset ± bound</th><th>drift</th><th>steps</th><th>errors</th><th>lost</th></tr>"#);
+    o.push_str(r#"<section><h2>Agents</h2><table><tr><th>#</th><th>agent</th><th>host</th><th>address</th><th>cores</th><th>clock offset ± bound</th><th>drift</th><th>steps</th><th>errors</th><th>max CPU</th><th>RSS MiB</th><th>lost</th></tr>"#);
     for a in &r.agents {
         let _ = write!(
             o,
-            r#"<tr><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>"#,
+            r#"<tr><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>"#,
             a.index,
             esc(&a.agent_id),
             esc(&a.hostname),
@@ -420,6 +420,8 @@ ul.notes li{{margin:4px 0}}
                 .map_or_else(|| "-".into(), |d| format!("{:+.3} ms", d as f64 / 1e6)),
             a.steps_completed,
             a.errors,
+            a.max_cpu_percent.map_or_else(|| "-".into(), |c| format!("{c:.0}%")),
+            a.max_rss_mb.map_or_else(|| "-".into(), |m| format!("{m:.1}")),
             a.lost.as_deref().map(esc).unwrap_or_default()
         );
     }

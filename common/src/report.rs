@@ -58,6 +58,9 @@ pub struct AgentRow {
     pub clock_drift_ns: Option<i64>,
     pub steps_completed: u32,
     pub errors: u64,
+    /// The highest CPU use over the steps (percent of the agent's cores) and resident memory (MiB).
+    pub max_cpu_percent: Option<f64>,
+    pub max_rss_mb: Option<f64>,
     /// Why the agent left early, if it did: the reason, the step it was in (if any) and when,
     /// in seconds since the run started.
     pub lost: Option<String>,
@@ -100,6 +103,12 @@ pub struct AgentStepFigures {
     pub errors: u64,
     /// When it started, relative to the scheduled instant, ms.
     pub start_delay_ms: Option<f64>,
+    /// The agent process's CPU time over the step's wall time, as a percentage of its cores.
+    pub cpu_percent: Option<f64>,
+    /// The agent process's resident memory at the end of the step, MiB.
+    pub rss_mb: Option<f64>,
+    /// The step's wall time on this agent, s.
+    pub wall_s: Option<f64>,
 }
 
 /// Builds a per-second timeline from cumulative counters reported at coordinator times.
@@ -495,10 +504,31 @@ impl Report {
             }
         }
 
+        let mut agents = record.agents;
+        let mut recommendations_extra = Vec::new();
+        for a in &mut agents {
+            for s in &steps {
+                for f in s.per_agent.iter().filter(|f| f.agent == a.agent_id) {
+                    a.max_cpu_percent = max_opt(a.max_cpu_percent, f.cpu_percent);
+                    a.max_rss_mb = max_opt(a.max_rss_mb, f.rss_mb);
+                    // A load generator that ran out of CPU measured its own queueing too.
+                    if let (Some(cpu), Some(wall)) = (f.cpu_percent, f.wall_s)
+                        && cpu >= CPU_BOUND_PERCENT
+                        && wall >= 1.0
+                    {
+                        recommendations_extra.push(format!(
+                            "Agent {} used {cpu:.0}% of its {} core(s) during step `{}`: its latencies include its own queueing; spread the load over more agents or hosts",
+                            a.agent_id, a.cores, s.name
+                        ));
+                    }
+                }
+            }
+        }
         let criteria = evaluate_criteria(&steps, &record.criteria, record.leftover_keys);
         let (overall, overall_note) = overall_rating(&steps);
         notes.extend(overall_note);
-        let recommendations = recommendations(&steps);
+        let mut recommendations = recommendations(&steps);
+        recommendations.extend(recommendations_extra);
         Report {
             schema_version: SCHEMA_VERSION,
             plan: record.plan_name,
@@ -512,7 +542,7 @@ impl Report {
                 run_prefix: format!("{}:{}:", record.key_prefix, record.run_id),
                 key_prefix: record.key_prefix,
             },
-            agents: record.agents,
+            agents,
             steps,
             leftover_keys: record.leftover_keys,
             criteria,
@@ -538,6 +568,16 @@ impl Report {
             .iter()
             .find(|s| s.kind == kind)
             .and_then(|s| s.figures.as_ref())
+    }
+}
+
+/// An agent above this share of its cores during a step is reported as CPU-bound.
+pub const CPU_BOUND_PERCENT: f64 = 90.0;
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
     }
 }
 
@@ -1526,8 +1566,18 @@ pub fn render_text(r: &Report) -> String {
     let _ = writeln!(w, "\n🖥️ AGENTS:");
     let _ = writeln!(
         w,
-        "   {:<3} {:<20} {:<16} {:<22} {:>5} {:>24} {:>11} {:>6} {:>7}",
-        "#", "agent", "host", "address", "cores", "clock offset ± bound", "drift", "steps", "errors"
+        "   {:<3} {:<20} {:<16} {:<22} {:>5} {:>24} {:>11} {:>6} {:>7} {:>8} {:>8}",
+        "#",
+        "agent",
+        "host",
+        "address",
+        "cores",
+        "clock offset ± bound",
+        "drift",
+        "steps",
+        "errors",
+        "max CPU",
+        "RSS MiB"
     );
     for a in &r.agents {
         let clock = a
@@ -1546,7 +1596,7 @@ pub fn render_text(r: &Report) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             w,
-            "   {:<3} {:<20} {:<16} {:<22} {:>5} {:>24} {:>11} {:>6} {:>7}{}",
+            "   {:<3} {:<20} {:<16} {:<22} {:>5} {:>24} {:>11} {:>6} {:>7} {:>8} {:>8}{}",
             a.index,
             truncate(&a.agent_id, 20),
             truncate(&a.hostname, 16),
@@ -1556,6 +1606,8 @@ pub fn render_text(r: &Report) -> String {
             drift,
             a.steps_completed,
             a.errors,
+            a.max_cpu_percent.map_or_else(|| "-".into(), |c| format!("{c:.0}%")),
+            a.max_rss_mb.map_or_else(|| "-".into(), |m| format!("{m:.1}")),
             a.lost
                 .as_ref()
                 .map(|l| format!(

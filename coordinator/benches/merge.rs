@@ -69,6 +69,7 @@ fn agent_result(agent: usize, shape: Shape) -> Vec<u8> {
         ops: 1,
         errors: 0,
         coord_started_unix_ns: 1,
+        ..Default::default()
     };
     result.encode_to_vec()
 }

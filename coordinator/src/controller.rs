@@ -141,6 +141,8 @@ impl<'a> Controller<'a> {
                 clock_drift_ns: None,
                 steps_completed: 0,
                 errors: 0,
+                max_cpu_percent: None,
+                max_rss_mb: None,
                 lost: None,
                 lost_in_step: None,
                 lost_after_s: None,
@@ -361,6 +363,10 @@ impl<'a> Controller<'a> {
                             errors: r.errors,
                             start_delay_ms: (r.coord_started_unix_ns != 0)
                                 .then(|| (r.coord_started_unix_ns - start_at) as f64 / 1e6),
+                            cpu_percent: (r.wall_us > 0 && r.cores > 0)
+                                .then(|| r.cpu_us as f64 / r.wall_us as f64 / f64::from(r.cores) * 100.0),
+                            rss_mb: (r.rss_bytes > 0).then(|| r.rss_bytes as f64 / 1_048_576.0),
+                            wall_s: (r.wall_us > 0).then(|| r.wall_us as f64 / 1e6),
                         });
                         match r.outcome {
                             Some(pb::step_result::Outcome::Metrics(m)) => match merge_result(&mut record.merged, &m) {

@@ -64,6 +64,12 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
         assert_eq!(s.per_agent.len(), 2, "{}", s.name);
         assert!(per_agent > 0, "{}", s.name);
         assert_eq!(s.timeline.iter().map(|p| p.ops).sum::<u64>(), per_agent, "{}", s.name);
+        // Each agent says what the step cost it.
+        for a in &s.per_agent {
+            assert!(a.rss_mb.unwrap() > 1.0, "{a:?}");
+            assert!(a.wall_s.unwrap() > 0.0, "{a:?}");
+            assert!(a.cpu_percent.unwrap() >= 0.0, "{a:?}");
+        }
     }
 
     // Counts add up across agents: every agent runs the step's full count.

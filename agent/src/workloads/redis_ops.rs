@@ -161,7 +161,7 @@ async fn phase(
     shared: &Arc<Shared>,
     ctx: &StepContext,
 ) -> Result<Vec<u64>, WorkloadError> {
-    let cpu_before = process_cpu_us();
+    let cpu_before = crate::proc::cpu_us();
     m.set_gauge(&basic_ops::start_us(op.name()), ctx.coord_now_us(), GaugeMerge::Min);
     let mut tasks = JoinSet::new();
     for (c, (con, &(first, n))) in cons.iter().zip(ranges).enumerate() {
@@ -182,7 +182,7 @@ async fn phase(
         first_error = first_error.or(r.first_error);
     }
     m.set_gauge(&basic_ops::end_us(op.name()), ctx.coord_now_us(), GaugeMerge::Max);
-    if let (Some(before), Some(after)) = (cpu_before, process_cpu_us()) {
+    if let (Some(before), Some(after)) = (cpu_before, crate::proc::cpu_us()) {
         m.set_gauge(
             &basic_ops::cpu_us(op.name()),
             after.saturating_sub(before) as f64,
@@ -266,18 +266,6 @@ async fn client_phase(
         ctx.live.add_ops(1);
     }
     r
-}
-
-/// This process's CPU time (user + system) in µs, from `/proc/self/stat` (Linux; `None` elsewhere).
-/// The kernel reports it in clock ticks of 1/100 s (USER_HZ), so it suits phases of a second or more.
-pub fn process_cpu_us() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name and state.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 10_000)
 }
 
 /// Deletes `keys` in batches; returns how many existed. Bounded in time: a dead Redis cannot

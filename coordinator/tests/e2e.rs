@@ -17,6 +17,12 @@ mod support;
 use support::{info_stat, spawn_agents};
 use tokio_util::sync::CancellationToken;
 
+/// A plan of one small timestamp step: no step touches its (unreachable) Redis target.
+fn timestamp_plan() -> Plan {
+    let text = "[target]\nredis_url = \"redis://127.0.0.1:1\"\n[[steps]]\nkind = \"timestamp_generation\"\niterations = 1000\n";
+    plan::parse(text, "p.toml", "p").unwrap()
+}
+
 fn quickstart() -> Plan {
     plan::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans/quickstart.toml")).unwrap()
 }
@@ -215,12 +221,7 @@ async fn agents_start_each_step_at_the_same_instant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_with_another_protocol_version_or_missing_step_kinds_are_refused_with_both_sides_named() {
-    let plan = plan::parse(
-        "[target]\nredis_url = \"redis://127.0.0.1:1\"\n[[steps]]\nkind = \"timestamp_generation\"\n",
-        "p.toml",
-        "p",
-    )
-    .unwrap();
+    let plan = timestamp_plan();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -292,12 +293,7 @@ async fn an_unreachable_target_fails_before_any_agent_is_involved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_without_the_right_token_are_refused_and_the_right_one_runs() {
-    let plan = plan::parse(
-        "[target]\nredis_url = \"redis://127.0.0.1:1\"\n[[steps]]\nkind = \"timestamp_generation\"\niterations = 1000\n",
-        "p.toml",
-        "p",
-    )
-    .unwrap();
+    let plan = timestamp_plan();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = RunConfig {
@@ -432,12 +428,7 @@ fn new_pki() -> Pki {
 async fn the_control_channel_runs_over_mutual_tls_and_refuses_agents_without_a_valid_certificate() {
     let pki = new_pki();
     let other = new_pki();
-    let plan = plan::parse(
-        "[target]\nredis_url = \"redis://127.0.0.1:1\"\n[[steps]]\nkind = \"timestamp_generation\"\niterations = 1000\n",
-        "p.toml",
-        "p",
-    )
-    .unwrap();
+    let plan = timestamp_plan();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = RunConfig {

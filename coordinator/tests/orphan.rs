@@ -86,11 +86,7 @@ impl load_test_server::LoadTest for FakeCoordinator {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_orphaned_agent_stops_its_load_and_deletes_its_keys() {
     let redis = RedisServer::start().await.unwrap();
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = support::connect(&redis).await;
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -43,11 +43,7 @@ fn figures<'a>(r: &'a Report, name: &str) -> &'a Figures {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_document_redis_suite_measures_right_and_touches_nothing_else() {
     let redis = RedisServer::start().await.unwrap();
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = support::connect(&redis).await;
     let sentinel: &[u8] = b"\x00not ours\xff";
     redis::cmd("SET")
         .arg("sentinel")

@@ -155,8 +155,10 @@ pub async fn concurrent_updates(
     let updaters = shard_of(updaters_total, ctx.shard_index, ctx.shard_count);
     let key = nu::shared_key(&ctx.run_base);
     let mut shared = connect(ctx).await?;
-    let initial = serde_json::to_string(&session_data(members, date_now_ms()))
-        .map_err(|e| WorkloadError::Internal(e.to_string()))?;
+    // Every agent creates the key (if no one has yet) with this same starting position.
+    let initial_session = session_data(members, date_now_ms());
+    let initial_position = initial_session.position;
+    let initial = serde_json::to_string(&initial_session).map_err(|e| WorkloadError::Internal(e.to_string()))?;
     redis::cmd("EVAL")
         .arg(INIT_SCRIPT)
         .arg(1)
@@ -200,7 +202,7 @@ pub async fn concurrent_updates(
         return Err(WorkloadError::Cancelled);
     }
     m.add_counter(nu::UPDATERS, updaters);
-    m.set_gauge(nu::INITIAL_POSITION, 0.0, GaugeMerge::Max);
+    m.set_gauge(nu::INITIAL_POSITION, initial_position as f64, GaugeMerge::Max);
     Ok(m)
 }
 

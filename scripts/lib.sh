@@ -18,3 +18,15 @@ ensure_commands() {
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# ensure_build_deps: what the Rust build needs beyond the toolchain. rust_socketio (the Socket.IO
+# client of the agent and of the server's tests) links OpenSSL through openssl-sys.
+ensure_build_deps() {
+  ensure_commands pkg-config:pkg-config
+  pkg-config --exists openssl 2>/dev/null && return 0
+  local sudo=()
+  [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+  echo "installing: libssl-dev" >&2
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq libssl-dev >/dev/null
+}

@@ -52,6 +52,9 @@ pub struct Target {
     /// `None` only when the testbed starts the Redis (and fills it in).
     pub redis_url: Option<String>,
     pub key_prefix: String,
+    /// BandSync servers (Socket.IO, `http://host:port`) the Socket.IO steps load; filled in by the
+    /// testbed when it starts them.
+    pub servers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -82,6 +85,9 @@ pub struct Testbed {
     pub local_agents: u32,
     /// Start a private `redis-server` on a free loopback port and use it as the target.
     pub redis: bool,
+    /// `bandsync-server` instances to start on loopback, sharing the target Redis (default 2
+    /// with the testbed's own Redis, else 0).
+    pub servers: u32,
 }
 
 /// Success-criteria thresholds; defaults are the document's.
@@ -301,6 +307,7 @@ struct RawPlan {
 struct RawTarget {
     redis_url: Option<Spanned<String>>,
     key_prefix: Option<Spanned<String>>,
+    servers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +324,7 @@ struct RawRun {
 struct RawTestbed {
     local_agents: Option<Spanned<i64>>,
     redis: Option<bool>,
+    servers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -419,16 +427,31 @@ impl Validator<'_> {
                     None => 2,
                 };
                 let redis = tb.redis.unwrap_or(true);
-                if local_agents == 0 && !redis {
-                    return Err(self.err(span, "testbed", "starts nothing: set local_agents > 0 or redis = true"));
+                let servers = match tb.servers {
+                    Some(n) => self.count(&n, "testbed.servers", 0, 8)? as u32,
+                    // Two instances on the testbed's own Redis: a cross-instance target by default.
+                    None if redis => 2,
+                    None => 0,
+                };
+                if local_agents == 0 && !redis && servers == 0 {
+                    return Err(self.err(
+                        span,
+                        "testbed",
+                        "starts nothing: set local_agents > 0, redis = true or servers > 0",
+                    ));
                 }
-                Some(Testbed { local_agents, redis })
+                Some(Testbed {
+                    local_agents,
+                    redis,
+                    servers,
+                })
             }
             None => None,
         };
         let testbed_redis = testbed.as_ref().is_some_and(|t| t.redis);
 
-        let target = self.target(raw.target, testbed_redis)?;
+        let testbed_servers = testbed.as_ref().map_or(0, |t| t.servers);
+        let target = self.target(raw.target, testbed_redis, testbed_servers)?;
 
         let run = match raw.run {
             Some(r) => RunOptions {
@@ -561,7 +584,12 @@ impl Validator<'_> {
         })
     }
 
-    fn target(&self, raw: Option<Spanned<RawTarget>>, testbed_redis: bool) -> Result<Target, PlanError> {
+    fn target(
+        &self,
+        raw: Option<Spanned<RawTarget>>,
+        testbed_redis: bool,
+        testbed_servers: u32,
+    ) -> Result<Target, PlanError> {
         let (span, raw) = match raw {
             Some(t) => (t.span(), Some(t.into_inner())),
             None => (0..0, None),
@@ -600,7 +628,28 @@ impl Validator<'_> {
                 return Err(self.err(span, what, "missing: set [target] redis_url = \"redis://HOST:PORT\", or let the testbed start a Redis with [testbed] redis = true"));
             }
         };
-        Ok(Target { redis_url, key_prefix })
+        let mut servers = Vec::new();
+        if let Some(list) = raw.as_ref().and_then(|t| t.servers.as_ref()) {
+            if testbed_servers > 0 {
+                return Err(self.err(
+                    list.span(),
+                    "target.servers",
+                    format!("conflicts with the {testbed_servers} servers [testbed] starts: set [testbed] servers = 0, or remove target.servers"),
+                ));
+            }
+            if list.get_ref().len() > 64 {
+                return Err(self.err(list.span(), "target.servers", "at most 64 server URLs"));
+            }
+            for (i, u) in list.get_ref().iter().enumerate() {
+                check_server_url(u.get_ref()).map_err(|why| self.err(u.span(), format!("target.servers[{i}]"), why))?;
+                servers.push(u.get_ref().trim_end_matches('/').to_owned());
+            }
+        }
+        Ok(Target {
+            redis_url,
+            key_prefix,
+            servers,
+        })
     }
 
     fn redis_url(&self, u: &Spanned<String>) -> Result<String, PlanError> {
@@ -835,6 +884,25 @@ impl Validator<'_> {
 
 /// Checks that `v` is a Redis URL the agents can use: `redis://`, `rediss://` with a host, or a
 /// unix socket URL with a path.
+/// A BandSync server URL: `http://host:port` or `https://host:port` (Socket.IO's path is implied).
+pub fn check_server_url(v: &str) -> Result<(), String> {
+    let u = url::Url::parse(v).map_err(|e| format!("`{v}` is not a URL ({e}): use http://HOST:PORT"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!(
+            "`{v}`: scheme must be http or https (Socket.IO over WebSocket)"
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{v}` has no host"));
+    }
+    if !matches!(u.path(), "" | "/") || u.query().is_some() {
+        return Err(format!(
+            "`{v}`: give only scheme, host and port; the Socket.IO path is /socket.io/"
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_redis_url(v: &str) -> Result<(), String> {
     let bad = |why: String| format!("`{v}` is not a Redis URL: {why}");
     let parsed = url::Url::parse(v).map_err(|e| bad(e.to_string()))?;

@@ -30,6 +30,7 @@ pub struct RunRecord {
     pub status: RunStatus,
     pub redis_url: Option<String>,
     pub key_prefix: String,
+    pub servers: Vec<String>,
     pub criteria: Criteria,
     pub agents: Vec<AgentRow>,
     pub steps: Vec<StepRecord>,
@@ -180,6 +181,8 @@ pub struct TargetInfo {
     pub redis_url: Option<String>,
     pub key_prefix: String,
     pub run_prefix: String,
+    /// BandSync servers the Socket.IO steps loaded (testbed instances or the plan's).
+    pub servers: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -541,6 +544,7 @@ impl Report {
                 redis_url: record.redis_url.as_deref().map(redact_url),
                 run_prefix: format!("{}:{}:", record.key_prefix, record.run_id),
                 key_prefix: record.key_prefix,
+                servers: record.servers,
             },
             agents,
             steps,
@@ -1250,6 +1254,9 @@ pub fn render_text(r: &Report) -> String {
     let _ = writeln!(w, "{}", "=".repeat(80));
     let _ = writeln!(w, "\nPlan: {}   Run: {}   Agents: {}", r.plan, r.run_id, r.agents.len());
     let _ = writeln!(w, "Execution Time: {:.1} seconds", r.execution_time_s);
+    if !r.target.servers.is_empty() {
+        let _ = writeln!(w, "BandSync servers: {}", r.target.servers.join(", "));
+    }
     match &r.status {
         RunStatus::Complete => {}
         RunStatus::Incomplete { reason } => {

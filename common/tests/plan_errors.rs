@@ -116,7 +116,7 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[testbed]\nlocal_agents = 0\nredis = false\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
-            "plan.toml:3:1: testbed: starts nothing: set local_agents > 0 or redis = true",
+            "plan.toml:3:1: testbed: starts nothing: set local_agents > 0, redis = true or servers > 0",
         ),
         ("name = \"x\"\nname = \"y\"\n".into(), "plan.toml:2:1: name: duplicate key"),
         // Found by the fuzzer: a line starting with `=` has no key to name.
@@ -147,6 +147,14 @@ fn malformed_plans_give_their_exact_error_and_line() {
         (
             format!("{t}[[steps]]\nkind = \"session_integrity\"\nlocking = \"watch\"\n"),
             "plan.toml:5:11: steps[0].locking: not a parameter of `session_integrity` (it takes: sessions)",
+        ),
+        (
+            "[target]\nredis_url = \"redis://127.0.0.1:6379\"\nservers = [\"http://127.0.0.1:3000\", \"ws://x:1\"]\n[[steps]]\nkind = \"redis_basic_ops\"\n".into(),
+            "plan.toml:3:37: target.servers[1]: `ws://x:1`: scheme must be http or https (Socket.IO over WebSocket)",
+        ),
+        (
+            "[target]\nservers = [\"http://127.0.0.1:3000\"]\n[testbed]\n[[steps]]\nkind = \"redis_basic_ops\"\n".into(),
+            "plan.toml:2:11: target.servers: conflicts with the 2 servers [testbed] starts: set [testbed] servers = 0, or remove target.servers",
         ),
     ];
     let mut failures = Vec::new();

@@ -287,6 +287,7 @@ impl<'a> Controller<'a> {
             redis_url: self.redis_url.clone(),
             key_prefix: self.plan.target.key_prefix.clone(),
             run_id: self.run_id.clone(),
+            servers: self.plan.target.servers.clone(),
         };
         let mut record = StepRecord {
             step: step.clone(),

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::controller::{Controller, WaitError};
-use crate::testbed::{LocalAgents, RedisServer, TestbedError};
+use crate::testbed::{LocalAgents, LocalServers, RedisServer, TestbedError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -276,6 +276,7 @@ pub async fn run(
         status,
         redis_url: plan.target.redis_url.clone(),
         key_prefix: plan.target.key_prefix.clone(),
+        servers: plan.target.servers.clone(),
         criteria: plan.criteria.clone(),
         agents: ctl.agents.into_iter().map(|a| a.row).collect(),
         steps,
@@ -295,6 +296,11 @@ pub struct Launch {
     /// `--redis-url`: use this Redis instead of the plan's target or the testbed's.
     pub redis_url: Option<String>,
     pub agent_bin: Option<PathBuf>,
+    /// `--local-servers`: `bandsync-server` instances to start here (overrides the plan's testbed).
+    pub local_servers: Option<u32>,
+    pub server_bin: Option<PathBuf>,
+    /// `--server`: BandSync servers to load instead of the plan's (disables the testbed's).
+    pub servers: Vec<String>,
     /// `--token`: the shared token agents must present. Required when listening beyond
     /// loopback; generated for the local agents when not given.
     pub token: Option<String>,
@@ -339,6 +345,37 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
     } else {
         None
     };
+    if !opts.servers.is_empty() {
+        for u in &opts.servers {
+            bandsync_common::plan::check_server_url(u)
+                .map_err(|e| CoordinatorError::Usage(format!("--server: {e}")))?;
+        }
+        plan.target.servers = opts
+            .servers
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .collect();
+    }
+    let local_servers = match opts.local_servers {
+        Some(n) => n,
+        None if !opts.servers.is_empty() => 0,
+        None => plan.testbed.as_ref().map_or(0, |t| t.servers),
+    };
+    if local_servers > 8 {
+        return Err(CoordinatorError::Usage(format!(
+            "--local-servers {local_servers}: at most 8 on one machine"
+        )));
+    }
+    if local_servers > 0 && !plan.target.servers.is_empty() {
+        return Err(CoordinatorError::Usage(format!(
+            "--local-servers {local_servers} conflicts with the servers to load ([target] servers or --server): use one or the other"
+        )));
+    }
+    let server_bin = if local_servers > 0 {
+        Some(testbed::server_binary(opts.server_bin.as_deref())?)
+    } else {
+        None
+    };
 
     // A private Redis when the plan wants one and no URL was given.
     let redis = if plan.target.redis_url.is_none() {
@@ -347,6 +384,17 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
         Some(server)
     } else {
         None
+    };
+    // Reference servers sharing the target Redis: the default cross-instance target.
+    let servers = match &server_bin {
+        Some(bin) => {
+            let redis_url = plan.target.redis_url.clone().expect("set above");
+            let prefix = format!("{}:testbed-server", plan.target.key_prefix);
+            let servers = LocalServers::start(local_servers, bin, &redis_url, &prefix).await?;
+            plan.target.servers = servers.urls().to_vec();
+            servers
+        }
+        None => LocalServers::default(),
     };
 
     let addr = opts.listen.unwrap_or_else(|| {
@@ -403,6 +451,7 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
     )
     .await;
     agents.stop(Duration::from_secs(5)).await;
+    servers.stop(Duration::from_secs(5)).await;
     drop(redis);
     result
 }

@@ -57,6 +57,17 @@ enum Command {
         /// The agent binary for local agents (default: beside this binary, then PATH).
         #[arg(long, env = "BANDSYNC_AGENT_BIN")]
         agent_bin: Option<PathBuf>,
+        /// bandsync-server instances to start on this machine, sharing the target Redis
+        /// (overrides the plan's [testbed] servers).
+        #[arg(long, env = "BANDSYNC_LOCAL_SERVERS")]
+        local_servers: Option<u32>,
+        /// The server binary for local servers (default: beside this binary, then PATH).
+        #[arg(long, env = "BANDSYNC_SERVER_BIN")]
+        server_bin: Option<PathBuf>,
+        /// A BandSync server to load (http://host:port), repeatable or comma-separated in the
+        /// environment; replaces the plan's [target] servers and the testbed's.
+        #[arg(long = "server", env = "BANDSYNC_SERVERS", value_delimiter = ',')]
+        servers: Vec<String>,
         /// Shared token agents must present (at least 16 characters). Required when listening
         /// beyond loopback; generated for local agents otherwise.
         #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
@@ -130,6 +141,9 @@ fn main() -> ExitCode {
             listen,
             redis_url,
             agent_bin,
+            local_servers,
+            server_bin,
+            servers,
             token,
             token_file,
             tls_cert,
@@ -160,6 +174,9 @@ fn main() -> ExitCode {
                 local_agents,
                 redis_url,
                 agent_bin,
+                local_servers,
+                server_bin,
+                servers,
                 token,
                 tls: None,
                 progress: if tty { ProgressMode::Bar } else { ProgressMode::Log },

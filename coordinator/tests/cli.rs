@@ -24,7 +24,18 @@ fn agent_bin() -> PathBuf {
     p
 }
 
-/// `bandsync-coordinator run PLAN ARGS… --agent-bin AGENT`, logging at `log`.
+/// The reference server's binary beside the coordinator's (see `agent_bin`).
+fn server_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_bandsync-coordinator")).with_file_name("bandsync-server");
+    assert!(
+        p.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+/// `bandsync-coordinator run PLAN ARGS… --agent-bin AGENT --server-bin SERVER`, logging at `log`.
 fn testbed_run(plan: &Path, args: &[&str], log: &str) -> Command {
     let mut c = coordinator();
     c.arg("run")
@@ -32,6 +43,8 @@ fn testbed_run(plan: &Path, args: &[&str], log: &str) -> Command {
         .args(args)
         .arg("--agent-bin")
         .arg(agent_bin())
+        .arg("--server-bin")
+        .arg(server_bin())
         .env("RUST_LOG", log);
     c
 }
@@ -82,6 +95,22 @@ fn quickstart_runs_on_the_testbed_and_writes_json() {
     assert!(hosts.contains(&"local-0") && hosts.contains(&"local-1"), "{hosts:?}");
     assert_eq!(report["leftover_keys"], 0);
     assert_eq!(report["steps"][0]["figures"]["total_iterations"], 200_000);
+    // The testbed's two bandsync-server instances served the run and are gone after it.
+    let servers: Vec<&str> = report["target"]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    assert!(
+        stdout.contains(&format!("BandSync servers: {}", servers.join(", "))),
+        "{stdout}"
+    );
+    for url in servers {
+        let addr = url.strip_prefix("http://").unwrap();
+        assert!(std::net::TcpStream::connect(addr).is_err(), "{url} still serving");
+    }
     let failed = report["criteria"]
         .as_array()
         .unwrap()

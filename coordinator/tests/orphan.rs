@@ -58,6 +58,7 @@ impl load_test_server::LoadTest for FakeCoordinator {
                 redis_url: self.redis_url.clone(),
                 key_prefix: "bandsync-test".into(),
                 run_id: "orphan".into(),
+                servers: Vec::new(),
             }),
             timeout_ms: 600_000,
         };

@@ -1,0 +1,117 @@
+//! `bandsync-server`: the reference BandSync server. Prints `listening on ADDR` on stdout once
+//! bound (the testbed reads it when it asked for port 0), stops cleanly on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use bandsync_server::{ServerConfig, serve};
+use clap::{Parser, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bandsync-server",
+    version,
+    about = "The reference BandSync server (Socket.IO + Redis)"
+)]
+struct Cli {
+    /// Port to listen on (0: the OS picks one; the address is printed).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, env = "BIND", default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Prefix of every Redis key and channel the server uses.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "bandsync")]
+    redis_prefix: String,
+    /// This instance's name (default: hostname-pid).
+    #[arg(long, env = "INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// Most members one session may hold.
+    #[arg(long, env = "MAX_MEMBERS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_members: u32,
+    /// Most sessions one connection may join.
+    #[arg(long, env = "MAX_SESSIONS_PER_CONNECTION", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_sessions_per_connection: u32,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    if cli.redis_prefix.is_empty() || cli.redis_prefix.contains(char::is_whitespace) {
+        eprintln!("bandsync-server: --redis-prefix / REDIS_PREFIX must be non-empty without spaces");
+        return ExitCode::from(64);
+    }
+    if let Err(e) = url::Url::parse(&cli.redis_url) {
+        eprintln!("bandsync-server: --redis-url / REDIS_URL `{}`: {e}", cli.redis_url);
+        return ExitCode::from(64);
+    }
+    let instance_id = cli.instance_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let mut cfg = ServerConfig::new(instance_id, cli.redis_url.clone(), cli.redis_prefix.clone());
+    cfg.max_members = cli.max_members as usize;
+    cfg.max_sessions_per_connection = cli.max_sessions_per_connection as usize;
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bandsync-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let addr = SocketAddr::new(cli.bind, cli.port);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("bandsync-server: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Ok(local) = listener.local_addr() {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "listening on {local}");
+            let _ = std::io::stdout().flush();
+        }
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signal.cancel();
+        });
+        match serve(cfg, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bandsync-server: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

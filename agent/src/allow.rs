@@ -166,24 +166,38 @@ pub async fn check_redis_url(list: &AllowList, url: &str) -> Result<(), String> 
                 refuse(format!("target {url} is a local socket and loopback is not allowed"))
             }
         }
-        _ => {
-            let host = parsed.host_str().unwrap_or_default().to_owned();
-            let port = parsed.port().unwrap_or(6379);
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let resolved: Vec<IpAddr> = if bare.parse::<IpAddr>().is_ok() {
-                Vec::new()
-            } else {
-                tokio::net::lookup_host((bare, port))
-                    .await
-                    .map(|it| it.map(|a| a.ip()).collect())
-                    .unwrap_or_default()
-            };
-            if list.allows(&host, port, &resolved) {
-                Ok(())
-            } else {
-                refuse(format!("target {host}:{port} is not on it"))
-            }
-        }
+        _ => check_host(list, &parsed, 6379).await.or_else(refuse),
+    }
+}
+
+/// Checks a BandSync server URL (`http://host:port`, default port 80/443) against the list.
+pub async fn check_server_url(list: &AllowList, url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("server `{url}` is not a URL: {e}"))?;
+    let default_port = if parsed.scheme() == "https" { 443 } else { 80 };
+    check_host(list, &parsed, default_port).await.map_err(|what| {
+        format!(
+            "refused by this agent's allow-list {list}: {what}; to allow it, start the agent with --allow-target (or BANDSYNC_ALLOW_TARGET)"
+        )
+    })
+}
+
+/// Host and port of `parsed` (its names resolved) against the list; Err says what is refused.
+async fn check_host(list: &AllowList, parsed: &url::Url, default_port: u16) -> Result<(), String> {
+    let host = parsed.host_str().unwrap_or_default().to_owned();
+    let port = parsed.port().unwrap_or(default_port);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let resolved: Vec<IpAddr> = if bare.parse::<IpAddr>().is_ok() {
+        Vec::new()
+    } else {
+        tokio::net::lookup_host((bare, port))
+            .await
+            .map(|it| it.map(|a| a.ip()).collect())
+            .unwrap_or_default()
+    };
+    if list.allows(&host, port, &resolved) {
+        Ok(())
+    } else {
+        Err(format!("target {host}:{port} is not on it"))
     }
 }
 

@@ -73,6 +73,17 @@ async fn allowed(rs: &pb::RunStep, allow: &AllowList) -> Result<(), String> {
     if spec.uses_redis() {
         crate::allow::check_redis_url(allow, &target.redis_url).await?;
     }
+    if spec.uses_servers() {
+        if target.servers.is_empty() {
+            return Err(format!(
+                "step `{}` needs BandSync servers and the target has none",
+                spec.kind()
+            ));
+        }
+        for server in &target.servers {
+            crate::allow::check_server_url(allow, server).await?;
+        }
+    }
     Ok(())
 }
 
@@ -110,6 +121,8 @@ async fn execute(
         shard_count: shard.count.max(1),
         agent_index,
         redis_url: target.redis_url,
+        coord_start_ns: rs.coord_start_unix_ns,
+        servers: target.servers,
         key_base: format!("{}:{}:agent{agent_index}:", target.key_prefix, target.run_id),
         run_base: format!("{}:{}:", target.key_prefix, target.run_id),
         clock,

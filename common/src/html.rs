@@ -340,6 +340,19 @@ ul.notes li{{margin:4px 0}}
                 ];
                 charts.push(percentile_chart(&title("Pooled operation latency"), &series, 1e-3));
             }
+            Some(Figures::SessionSync(f)) => {
+                let series = [
+                    ("same instance".to_owned(), f.propagation_same_instance_us),
+                    ("cross instance".to_owned(), f.propagation_cross_instance_us),
+                    ("leader round trip".to_owned(), f.propagation_leader_us),
+                ];
+                charts.push(percentile_chart(&title("Session sync propagation"), &series, 1e-3));
+                charts.push(percentile_chart(
+                    &title("Tick jitter against 100 ms"),
+                    &[("jitter".into(), f.tick_jitter_us)],
+                    1e-3,
+                ));
+            }
             Some(Figures::TimestampGeneration(f)) => {
                 charts.push(percentile_chart(
                     &title("Timestamp batch duration"),

@@ -161,3 +161,95 @@ pub mod pool {
     /// Counter: connections the pool opened.
     pub const CONNECTIONS_OPENED: &str = "connections_opened";
 }
+
+/// `event_consistency` (document 1.2).
+pub mod event {
+    /// Counter: clients that ran the sequence.
+    pub const CLIENTS: &str = "clients";
+    /// Counter: clients that could not connect (counted, not fatal).
+    pub const CLIENTS_FAILED: &str = "clients_failed";
+    /// Counter: commands sent (the document's `client_sent` events).
+    pub const COMMANDS_SENT: &str = "commands_sent";
+    /// Counter: `snapshot` events received.
+    pub const SNAPSHOTS: &str = "snapshots";
+    /// Counter: `scroll_tick` events received.
+    pub const TICKS: &str = "ticks";
+    /// Counter: received events carrying `serverTimestamp`.
+    pub const SERVER_TS_EVENTS: &str = "server_ts_events";
+    /// Counter: received events without `serverTimestamp` (absent, never given the client clock).
+    pub const MISSING_SERVER_TS: &str = "missing_server_ts";
+    /// Counter: consecutive pairs of timestamped events compared, per client.
+    pub const ORDER_PAIRS: &str = "order_pairs";
+    /// Counter: pairs where the later-arriving event has the earlier serverTimestamp.
+    pub const OUT_OF_ORDER: &str = "out_of_order";
+    /// Gauges (sum, min, max): arrival − serverTimestamp, µs (the document's figure).
+    pub const RAW_DIFF_SUM_US: &str = "raw_diff_sum_us";
+    pub const RAW_DIFF_MIN_US: &str = "raw_diff_min_us";
+    pub const RAW_DIFF_MAX_US: &str = "raw_diff_max_us";
+    /// Counter: events with a corrected one-way delay (their client has an offset estimate).
+    pub const CORRECTED_EVENTS: &str = "corrected_events";
+    /// Gauges (sum, min, max): arrival − (serverTimestamp − estimated offset), µs.
+    pub const CORRECTED_SUM_US: &str = "corrected_sum_us";
+    pub const CORRECTED_MIN_US: &str = "corrected_min_us";
+    pub const CORRECTED_MAX_US: &str = "corrected_max_us";
+    /// Counter: clients with a server clock offset estimate.
+    pub const OFFSET_CLIENTS: &str = "offset_clients";
+    /// Gauges (sum, min, max): server clock − agent clock, µs; (max) the largest bound.
+    pub const OFFSET_SUM_US: &str = "offset_sum_us";
+    pub const OFFSET_MIN_US: &str = "offset_min_us";
+    pub const OFFSET_MAX_US: &str = "offset_max_us";
+    pub const OFFSET_BOUND_MAX_US: &str = "offset_bound_max_us";
+}
+
+/// `session_sync` (beyond the document).
+pub mod sync {
+    /// Counters: members this run placed, connected, could not connect, reconnections.
+    pub const MEMBERS_PLANNED: &str = "members_planned";
+    pub const MEMBERS_CONNECTED: &str = "members_connected";
+    pub const CONNECT_FAILURES: &str = "connect_failures";
+    pub const RECONNECTS: &str = "reconnects";
+    /// Counters: sessions' leaders; changes scheduled and emitted by them.
+    pub const LEADERS: &str = "leaders";
+    pub const CHANGES_SCHEDULED: &str = "changes_scheduled";
+    pub const CHANGES_EMITTED: &str = "changes_emitted";
+    /// Counters: member × change pairs expected, recognised in a snapshot, never seen.
+    pub const EXPECTED_DELIVERIES: &str = "expected_deliveries";
+    pub const DELIVERED: &str = "delivered";
+    pub const MISSED: &str = "missed";
+    /// Counter: members whose last state is the script's last.
+    pub const CONVERGED: &str = "converged";
+    /// Counters: snapshots repeating / older than the last `version`; without `version`,
+    /// without `serverTimestamp`; in a state the script never produces; all snapshots.
+    pub const DUPLICATES: &str = "duplicates";
+    pub const OUT_OF_ORDER: &str = "out_of_order";
+    pub const WITHOUT_VERSION: &str = "without_version";
+    pub const WITHOUT_SERVER_TS: &str = "without_server_ts";
+    pub const UNEXPECTED_STATES: &str = "unexpected_states";
+    pub const SNAPSHOTS: &str = "snapshots";
+    /// Counters: ticks received, ticks missing from positionMs gaps.
+    pub const TICKS: &str = "ticks";
+    pub const TICKS_MISSED: &str = "ticks_missed";
+    /// Histograms, µs: change's scheduled instant → snapshot, for members on the leader's
+    /// instance, on another instance, and the leader itself (its command round trip).
+    pub const PROPAGATION_SAME_US: &str = "propagation_same_us";
+    pub const PROPAGATION_CROSS_US: &str = "propagation_cross_us";
+    pub const PROPAGATION_LEADER_US: &str = "propagation_leader_us";
+    /// Histogram, µs: how late the leader emitted against the schedule.
+    pub const EMIT_LAG_US: &str = "emit_lag_us";
+    /// Histogram, µs: |tick interval − 100 ms| between consecutive ticks.
+    pub const TICK_JITTER_US: &str = "tick_jitter_us";
+    /// Gauge (max): server instances of the target.
+    pub const INSTANCES: &str = "instances";
+    /// Gauge (max): the most members one agent held, and its (peak RSS − RSS before) / members.
+    pub const MEMBERS_PER_AGENT: &str = "members_per_agent";
+    pub const RSS_PER_MEMBER_BYTES: &str = "rss_per_member_bytes";
+    /// Gauge (max): the largest clock-offset uncertainty of the agents, µs.
+    pub const CLOCK_BOUND_US: &str = "clock_bound_us";
+    /// Gauge prefix for the beat phase: `phase.s{session}.b{segment}.i{instance}.min|max`, the
+    /// earliest and latest member estimate (coordinator µs) of the instant the position was 0.
+    pub const PHASE_PREFIX: &str = "phase.";
+
+    pub fn phase_key(session: u64, segment: i64, instance: usize) -> String {
+        format!("{PHASE_PREFIX}s{session}.b{segment}.i{instance}")
+    }
+}

@@ -31,6 +31,8 @@ pub const STEP_KINDS: &[&str] = &[
     "session_integrity",
     "session_concurrent_updates",
     "redis_pool",
+    "event_consistency",
+    "session_sync",
 ];
 
 /// The checked plan.
@@ -107,6 +109,14 @@ pub struct Criteria {
     pub memory_recovery: f64,
     /// Connection stability (pool success rate): > 95 %.
     pub pool_success_rate: f64,
+    /// Timestamp consistency (event ordering): > 99 % ordering accuracy.
+    pub timestamp_ordering_rate: f64,
+    /// Session sync: p99 propagation of a leader's change to every member < 50 ms.
+    pub sync_propagation_p99_ms: f64,
+    /// Session sync: p99 beat-phase spread across a session's members < 50 ms.
+    pub beat_phase_spread_p99_ms: f64,
+    /// Session sync: members ending in the leader's final state ≥ 100 %.
+    pub sync_convergence: f64,
 }
 
 impl Default for Criteria {
@@ -119,6 +129,10 @@ impl Default for Criteria {
             integrity_rate: 0.999,
             memory_recovery: 0.80,
             pool_success_rate: 0.95,
+            timestamp_ordering_rate: 0.99,
+            sync_propagation_p99_ms: 50.0,
+            beat_phase_spread_p99_ms: 50.0,
+            sync_convergence: 1.0,
         }
     }
 }
@@ -175,6 +189,27 @@ pub enum StepSpec {
         interval: Duration,
         duration: Duration,
     },
+    /// Document 1.2: `clients` (divided over agents), each in its own session, send the
+    /// document's event sequence `interval` apart, then listen for `settle`; snapshot and tick
+    /// timestamps are checked for order and against an estimated server clock offset.
+    EventConsistency {
+        clients: u64,
+        interval: Duration,
+        settle: Duration,
+    },
+    /// Beyond the document: `sessions` × `members` members placed round-robin over the agents
+    /// and the target's server instances; each session's leader runs `changes` scripted changes
+    /// (tempo, play, seek, pause) `interval` apart after a `ramp_up`; every member measures
+    /// propagation, convergence, ticks and beat phase. `settle` is the listening time after the
+    /// last change.
+    SessionSync {
+        sessions: u64,
+        members: u32,
+        changes: u32,
+        interval: Duration,
+        ramp_up: Duration,
+        settle: Duration,
+    },
 }
 
 /// How `redis_concurrent` clients reach Redis.
@@ -210,7 +245,14 @@ impl StepSpec {
             StepSpec::SessionIntegrity { .. } => "session_integrity",
             StepSpec::SessionConcurrentUpdates { .. } => "session_concurrent_updates",
             StepSpec::RedisPool { .. } => "redis_pool",
+            StepSpec::EventConsistency { .. } => "event_consistency",
+            StepSpec::SessionSync { .. } => "session_sync",
         }
+    }
+
+    /// Does this step load BandSync servers (Socket.IO)?
+    pub fn uses_servers(&self) -> bool {
+        matches!(self, StepSpec::EventConsistency { .. } | StepSpec::SessionSync { .. })
     }
 
     /// Steps that run on one agent while the others wait (concurrent load would spoil the figure).
@@ -222,7 +264,10 @@ impl StepSpec {
     pub fn uses_redis(&self) -> bool {
         !matches!(
             self,
-            StepSpec::TimestampGeneration { .. } | StepSpec::TimestampPrecision { .. }
+            StepSpec::TimestampGeneration { .. }
+                | StepSpec::TimestampPrecision { .. }
+                | StepSpec::EventConsistency { .. }
+                | StepSpec::SessionSync { .. }
         )
     }
 }
@@ -337,6 +382,10 @@ struct RawCriteria {
     integrity_rate: Option<Spanned<f64>>,
     memory_recovery: Option<Spanned<f64>>,
     pool_success_rate: Option<Spanned<f64>>,
+    timestamp_ordering_rate: Option<Spanned<f64>>,
+    sync_propagation_p99_ms: Option<Spanned<f64>>,
+    beat_phase_spread_p99_ms: Option<Spanned<f64>>,
+    sync_convergence: Option<Spanned<f64>>,
 }
 
 /// Every parameter any step kind takes; validation checks which ones a kind accepts.
@@ -362,6 +411,9 @@ struct RawStep {
     max_retries: Option<Spanned<i64>>,
     pool_size: Option<Spanned<i64>>,
     interval: Option<Spanned<String>>,
+    settle: Option<Spanned<String>>,
+    changes: Option<Spanned<i64>>,
+    ramp_up: Option<Spanned<String>>,
 }
 
 impl RawStep {
@@ -387,7 +439,10 @@ impl RawStep {
             locking,
             max_retries,
             pool_size,
-            interval
+            interval,
+            settle,
+            changes,
+            ramp_up
         );
         v
     }
@@ -495,6 +550,12 @@ impl Validator<'_> {
             if let Some(v) = c.memory_per_session_bytes {
                 criteria.memory_per_session_bytes = self.positive(&v, "criteria.memory_per_session_bytes")?;
             }
+            if let Some(v) = c.sync_propagation_p99_ms {
+                criteria.sync_propagation_p99_ms = self.positive(&v, "criteria.sync_propagation_p99_ms")?;
+            }
+            if let Some(v) = c.beat_phase_spread_p99_ms {
+                criteria.beat_phase_spread_p99_ms = self.positive(&v, "criteria.beat_phase_spread_p99_ms")?;
+            }
             for (raw, slot, name) in [
                 (
                     c.concurrent_success_rate,
@@ -515,6 +576,16 @@ impl Validator<'_> {
                     c.pool_success_rate,
                     &mut criteria.pool_success_rate,
                     "criteria.pool_success_rate",
+                ),
+                (
+                    c.timestamp_ordering_rate,
+                    &mut criteria.timestamp_ordering_rate,
+                    "criteria.timestamp_ordering_rate",
+                ),
+                (
+                    c.sync_convergence,
+                    &mut criteria.sync_convergence,
+                    "criteria.sync_convergence",
                 ),
             ] {
                 if let Some(v) = raw {
@@ -671,6 +742,8 @@ impl Validator<'_> {
             "session_integrity" => &["sessions"],
             "session_concurrent_updates" => &["updaters", "updates", "members", "locking", "max_retries"],
             "redis_pool" => &["pool_size", "interval", "duration"],
+            "event_consistency" => &["clients", "interval", "settle"],
+            "session_sync" => &["sessions", "members", "changes", "interval", "ramp_up", "settle"],
             other => {
                 return Err(self.err(
                     kind.span(),
@@ -771,6 +844,43 @@ impl Validator<'_> {
                 },
                 max_retries: self.opt_count(&s.max_retries, &f("max_retries"), 1_000, 0, 1_000_000)?,
             },
+            "event_consistency" => StepSpec::EventConsistency {
+                clients: self.opt_count(&s.clients, &f("clients"), 1, 1, 100_000)?,
+                interval: self.duration_or(s.interval.clone(), &f("interval"), Duration::from_millis(100))?,
+                settle: self.duration_or(s.settle.clone(), &f("settle"), Duration::from_secs(2))?,
+            },
+            "session_sync" => {
+                let spec = StepSpec::SessionSync {
+                    sessions: self.opt_count(&s.sessions, &f("sessions"), 4, 1, 1_000_000)?,
+                    members: self.opt_count(&s.members, &f("members"), 6, 2, 1_000)? as u32,
+                    changes: self.opt_count(&s.changes, &f("changes"), 12, 1, 796)? as u32,
+                    interval: self.duration_or(s.interval.clone(), &f("interval"), Duration::from_millis(500))?,
+                    ramp_up: self.duration_or(s.ramp_up.clone(), &f("ramp_up"), Duration::from_secs(2))?,
+                    settle: self.duration_or(s.settle.clone(), &f("settle"), Duration::from_secs(2))?,
+                };
+                if let StepSpec::SessionSync {
+                    changes,
+                    interval,
+                    ramp_up,
+                    settle,
+                    ..
+                } = &spec
+                {
+                    let total = *ramp_up + *settle + *interval * (*changes + 2);
+                    if total >= timeout {
+                        return Err(self.err(
+                            span,
+                            f("changes"),
+                            format!(
+                                "ramp_up + changes × interval + settle ≈ {} does not fit in the step timeout {}",
+                                fmt_duration(total),
+                                fmt_duration(timeout)
+                            ),
+                        ));
+                    }
+                }
+                spec
+            }
             "redis_pool" => {
                 let interval = self.duration_or(s.interval.clone(), &f("interval"), Duration::from_millis(50))?;
                 let duration = self.duration_or(s.duration.clone(), &f("duration"), Duration::from_secs(10))?;

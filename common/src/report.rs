@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::clock::ClockEstimate;
 use crate::metrics::{HistSummary, MetricSet};
-use crate::names::{basic_ops, concurrent, integrity, memory, pool, ts_gen, ts_precision, updates};
+use crate::names::{basic_ops, concurrent, event, integrity, memory, pool, sync, ts_gen, ts_precision, updates};
 use crate::plan::{Connections, Criteria, Locking, Step, StepSpec};
 
 /// Bumped when a field of the JSON report changes meaning or disappears.
@@ -222,6 +222,119 @@ pub enum Figures {
     SessionIntegrity(SessionIntegrityFigures),
     SessionConcurrentUpdates(SessionUpdatesFigures),
     RedisPool(RedisPoolFigures),
+    EventConsistency(EventConsistencyFigures),
+    SessionSync(Box<SessionSyncFigures>),
+}
+
+/// Document 1.2, cross-event timestamp consistency, all clients together.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct EventConsistencyFigures {
+    pub clients: u64,
+    /// Clients that could not connect (counted, not fatal).
+    pub clients_failed: u64,
+    /// The document's `totalEvents`: snapshots + ticks + commands sent.
+    pub total_events: u64,
+    pub snapshots: u64,
+    pub ticks: u64,
+    /// Events carrying `serverTimestamp` (the document's `serverTimestampEvents`, without its
+    /// substitution of the client clock for a missing one).
+    pub server_timestamp_events: u64,
+    pub client_timestamp_events: u64,
+    /// Events without `serverTimestamp`: reported absent, never replaced by the client clock.
+    pub missing_server_timestamp: u64,
+    pub out_of_order_events: u64,
+    /// 1 − out of order / pairs compared; None when no two events carried a timestamp.
+    pub timestamp_ordering_rate: Option<f64>,
+    /// The document's client–server difference (arrival − serverTimestamp), ms: one-way latency
+    /// and clock offset together.
+    pub avg_client_server_diff_ms: Option<f64>,
+    pub min_client_server_diff_ms: Option<f64>,
+    pub max_client_server_diff_ms: Option<f64>,
+    /// Estimated server clock − agent clock, ms (mean, min, max over clients), and the largest
+    /// bound of one estimate.
+    pub server_offset_ms: Option<f64>,
+    pub server_offset_min_ms: Option<f64>,
+    pub server_offset_max_ms: Option<f64>,
+    pub server_offset_bound_ms: Option<f64>,
+    /// One-way delay with the offset removed, ms.
+    pub corrected_avg_ms: Option<f64>,
+    pub corrected_min_ms: Option<f64>,
+    pub corrected_max_ms: Option<f64>,
+    /// The document's rating (Excellent / Good / Poor), or why it could not be given.
+    pub consistency_rating: String,
+}
+
+/// Spread statistics, ms, over a session's play segments.
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+pub struct Spread {
+    pub segments: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Spread {
+        if v.is_empty() {
+            return Spread::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+        Spread {
+            segments: v.len() as u64,
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: v[v.len() - 1],
+        }
+    }
+}
+
+/// `session_sync`: cross-instance session sync, all agents together.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct SessionSyncFigures {
+    pub sessions: u64,
+    pub members_per_session: u32,
+    pub instances: u64,
+    pub agents: u64,
+    pub members_planned: u64,
+    pub members_connected: u64,
+    pub connect_failures: u64,
+    pub reconnects: u64,
+    pub changes_scheduled: u64,
+    pub changes_emitted: u64,
+    /// How late leaders emitted against the schedule.
+    pub emit_lag_us: HistSummary,
+    /// Scheduled change → snapshot at a member on the leader's instance / another instance.
+    pub propagation_same_instance_us: HistSummary,
+    pub propagation_cross_instance_us: HistSummary,
+    /// Both together (the criterion's figure).
+    pub propagation_all_us: HistSummary,
+    /// The leader's own command → snapshot.
+    pub propagation_leader_us: HistSummary,
+    /// One-way figures across agents are good to ± this (the sum of two agents' clock bounds).
+    pub clock_bound_ms: f64,
+    pub expected_deliveries: u64,
+    pub delivered: u64,
+    pub missed_changes: u64,
+    pub converged_members: u64,
+    pub convergence_rate: f64,
+    pub duplicate_snapshots: u64,
+    pub out_of_order_snapshots: u64,
+    pub snapshots: u64,
+    pub snapshots_without_version: u64,
+    pub snapshots_without_server_timestamp: u64,
+    pub unexpected_states: u64,
+    pub ticks: u64,
+    pub ticks_missed: u64,
+    pub tick_jitter_us: HistSummary,
+    /// Beat-phase spread: per session and play segment, latest − earliest member estimate of
+    /// the instant the position was 0; among members of one instance, and across all members.
+    pub beat_phase_same_instance: Spread,
+    pub beat_phase_cross_instance: Spread,
+    /// The most members one agent held, and the most memory a member cost an agent (peak RSS
+    /// over the step − RSS before, / its members), KiB.
+    pub members_per_agent_max: u64,
+    pub agent_rss_per_member_kib: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -503,6 +616,18 @@ impl Report {
                 Some(Figures::RedisPool(_)) => notes.push(
                     "Pool latency is measured from each operation's scheduled instant (every interval), so waiting for a pooled connection counts; the document's figure is only operations / duration.".to_owned(),
                 ),
+                Some(Figures::EventConsistency(f)) => notes.push(format!(
+                    "Cross-event consistency: events without serverTimestamp are counted as absent ({} here), never given the client clock as the document's `data.serverTimestamp || Date.now()` does; the document's client–server difference mixes one-way latency with the clock offset, so the offset is also estimated (minimum-RTT sync_request and command round trips, ±{} ms) and removed.",
+                    f.missing_server_timestamp,
+                    f.server_offset_bound_ms.map_or_else(|| "n/a".to_owned(), |b| format!("{b:.1}"))
+                )),
+                Some(Figures::SessionSync(f)) => notes.push(format!(
+                    "Session sync: propagation runs from each change's scheduled instant (leaders emitted p99 {:.1} ms late) to the snapshot, in coordinator time; across agents it is good to ±{:.2} ms (two agents' clock bounds). Changes are recognised by the state they leave, so any server following the protocol can be measured, with or without `version` ({} of {} snapshots had none).",
+                    f.emit_lag_us.p99 as f64 / 1000.0,
+                    f.clock_bound_ms,
+                    f.snapshots_without_version,
+                    f.snapshots
+                )),
                 Some(Figures::SessionIntegrity(_)) | None => {}
             }
         }
@@ -585,6 +710,131 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
+fn event_figures(m: &MetricSet) -> EventConsistencyFigures {
+    let with_ts = m.counter(event::SERVER_TS_EVENTS);
+    let pairs = m.counter(event::ORDER_PAIRS);
+    let ooo = m.counter(event::OUT_OF_ORDER);
+    let ms = |name: &str| m.gauge(name).map(|v| v / 1000.0);
+    let avg = |sum: &str, n: u64| (n > 0).then(|| m.gauge(sum).unwrap_or(0.0) / n as f64 / 1000.0);
+    let raw_avg = avg(event::RAW_DIFF_SUM_US, with_ts);
+    let offset_clients = m.counter(event::OFFSET_CLIENTS);
+    let corrected_n = m.counter(event::CORRECTED_EVENTS);
+    let snapshots = m.counter(event::SNAPSHOTS);
+    let ticks = m.counter(event::TICKS);
+    let commands = m.counter(event::COMMANDS_SENT);
+    let rating = match raw_avg {
+        None => "Not rated: the server sent no serverTimestamp".to_owned(),
+        Some(a) if ooo == 0 && a.abs() < 100.0 => "Excellent".to_owned(),
+        Some(a) if ooo < 2 && a.abs() < 500.0 => "Good".to_owned(),
+        Some(_) => "Poor".to_owned(),
+    };
+    EventConsistencyFigures {
+        clients: m.counter(event::CLIENTS),
+        clients_failed: m.counter(event::CLIENTS_FAILED),
+        total_events: snapshots + ticks + commands,
+        snapshots,
+        ticks,
+        server_timestamp_events: with_ts,
+        client_timestamp_events: commands,
+        missing_server_timestamp: m.counter(event::MISSING_SERVER_TS),
+        out_of_order_events: ooo,
+        timestamp_ordering_rate: (pairs > 0).then(|| 1.0 - ratio(ooo, pairs)),
+        avg_client_server_diff_ms: raw_avg,
+        min_client_server_diff_ms: ms(event::RAW_DIFF_MIN_US).filter(|_| with_ts > 0),
+        max_client_server_diff_ms: ms(event::RAW_DIFF_MAX_US).filter(|_| with_ts > 0),
+        server_offset_ms: avg(event::OFFSET_SUM_US, offset_clients),
+        server_offset_min_ms: ms(event::OFFSET_MIN_US),
+        server_offset_max_ms: ms(event::OFFSET_MAX_US),
+        server_offset_bound_ms: ms(event::OFFSET_BOUND_MAX_US),
+        corrected_avg_ms: avg(event::CORRECTED_SUM_US, corrected_n),
+        corrected_min_ms: ms(event::CORRECTED_MIN_US),
+        corrected_max_ms: ms(event::CORRECTED_MAX_US),
+        consistency_rating: rating,
+    }
+}
+
+fn sync_figures(m: &MetricSet, sessions: u64, members: u32, agents: u64) -> SessionSyncFigures {
+    let hist = |name: &str| m.histogram(name).map(HistSummary::of).unwrap_or_default();
+    let mut all = crate::metrics::new_histogram();
+    for name in [sync::PROPAGATION_SAME_US, sync::PROPAGATION_CROSS_US] {
+        if let Some(h) = m.histogram(name) {
+            let _ = all.add(h);
+        }
+    }
+    // Beat phase: phase.s{S}.b{B}.i{I}.min|max → per (S, B) the instances' ranges.
+    let mut ranges: std::collections::BTreeMap<(String, String), Vec<(f64, f64)>> = Default::default();
+    let mut lows: std::collections::BTreeMap<String, f64> = Default::default();
+    for (name, g) in m.gauges.range(sync::PHASE_PREFIX.to_owned()..) {
+        let Some(rest) = name.strip_prefix(sync::PHASE_PREFIX) else {
+            break;
+        };
+        if let Some(key) = rest.strip_suffix(".min") {
+            lows.insert(key.to_owned(), g.value);
+        }
+    }
+    for (key, low) in &lows {
+        let Some(high) = m.gauge(&format!("{}{key}.max", sync::PHASE_PREFIX)) else {
+            continue;
+        };
+        let mut parts = key.splitn(3, '.');
+        let (Some(sess), Some(seg)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        ranges
+            .entry((sess.to_owned(), seg.to_owned()))
+            .or_default()
+            .push((*low, high));
+    }
+    let mut same = Vec::new();
+    let mut cross = Vec::new();
+    for r in ranges.values() {
+        same.push(r.iter().map(|(lo, hi)| hi - lo).fold(0.0, f64::max) / 1000.0);
+        if r.len() > 1 {
+            let lo = r.iter().map(|x| x.0).fold(f64::INFINITY, f64::min);
+            let hi = r.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+            cross.push((hi - lo) / 1000.0);
+        }
+    }
+    let connected = m.counter(sync::MEMBERS_CONNECTED);
+    let converged = m.counter(sync::CONVERGED);
+    SessionSyncFigures {
+        sessions,
+        members_per_session: members,
+        instances: m.gauge(sync::INSTANCES).unwrap_or(0.0) as u64,
+        agents,
+        members_planned: m.counter(sync::MEMBERS_PLANNED),
+        members_connected: connected,
+        connect_failures: m.counter(sync::CONNECT_FAILURES),
+        reconnects: m.counter(sync::RECONNECTS),
+        changes_scheduled: m.counter(sync::CHANGES_SCHEDULED),
+        changes_emitted: m.counter(sync::CHANGES_EMITTED),
+        emit_lag_us: hist(sync::EMIT_LAG_US),
+        propagation_same_instance_us: hist(sync::PROPAGATION_SAME_US),
+        propagation_cross_instance_us: hist(sync::PROPAGATION_CROSS_US),
+        propagation_all_us: HistSummary::of(&all),
+        propagation_leader_us: hist(sync::PROPAGATION_LEADER_US),
+        clock_bound_ms: 2.0 * m.gauge(sync::CLOCK_BOUND_US).unwrap_or(0.0) / 1000.0,
+        expected_deliveries: m.counter(sync::EXPECTED_DELIVERIES),
+        delivered: m.counter(sync::DELIVERED),
+        missed_changes: m.counter(sync::MISSED),
+        converged_members: converged,
+        convergence_rate: ratio(converged, m.counter(sync::MEMBERS_PLANNED)),
+        duplicate_snapshots: m.counter(sync::DUPLICATES),
+        out_of_order_snapshots: m.counter(sync::OUT_OF_ORDER),
+        snapshots: m.counter(sync::SNAPSHOTS),
+        snapshots_without_version: m.counter(sync::WITHOUT_VERSION),
+        snapshots_without_server_timestamp: m.counter(sync::WITHOUT_SERVER_TS),
+        unexpected_states: m.counter(sync::UNEXPECTED_STATES),
+        ticks: m.counter(sync::TICKS),
+        ticks_missed: m.counter(sync::TICKS_MISSED),
+        tick_jitter_us: hist(sync::TICK_JITTER_US),
+        beat_phase_same_instance: Spread::of(same),
+        beat_phase_cross_instance: Spread::of(cross),
+        members_per_agent_max: m.gauge(sync::MEMBERS_PER_AGENT).unwrap_or(0.0) as u64,
+        agent_rss_per_member_kib: m.gauge(sync::RSS_PER_MEMBER_BYTES).map(|b| b / 1024.0),
+    }
+}
+
 /// `redis://user:secret@host` → `redis://user:***@host`.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -602,6 +852,10 @@ fn ratio(num: u64, den: u64) -> f64 {
 
 fn compute_figures(spec: &StepSpec, m: &MetricSet, criteria: &Criteria, agents: usize) -> Figures {
     match spec {
+        StepSpec::EventConsistency { .. } => Figures::EventConsistency(event_figures(m)),
+        StepSpec::SessionSync { sessions, members, .. } => {
+            Figures::SessionSync(Box::new(sync_figures(m, *sessions, *members, agents as u64)))
+        }
         StepSpec::TimestampGeneration { .. } => {
             let batches = m.counter(ts_gen::BATCHES);
             let avg = if batches == 0 {
@@ -1005,11 +1259,18 @@ fn evaluate_criteria(steps: &[StepReport], c: &Criteria, leftover: Option<u64>) 
         integrity_rate.map(|v| (pct(v), v > c.integrity_rate)),
         "document",
     ));
+    let ordering = worst(
+        &|f| match f {
+            Figures::EventConsistency(e) => e.timestamp_ordering_rate,
+            _ => None,
+        },
+        false,
+    );
     out.push(criterion(
         "timestamp_ordering",
         "Timestamp consistency (event ordering)",
-        "> 99% ordering accuracy".to_owned(),
-        None,
+        format!("> {} ordering accuracy", pct(c.timestamp_ordering_rate)),
+        ordering.map(|v| (pct(v), v > c.timestamp_ordering_rate)),
         "document",
     ));
     let pool_rate = worst(
@@ -1068,6 +1329,59 @@ fn evaluate_criteria(steps: &[StepReport], c: &Criteria, leftover: Option<u64>) 
         "Lost updates (WATCH locking)",
         "= 0".to_owned(),
         lost_measured,
+        "suite",
+    ));
+
+    let syncs: Vec<&SessionSyncFigures> = steps
+        .iter()
+        .filter_map(|s| match &s.figures {
+            Some(Figures::SessionSync(f)) => Some(&**f),
+            _ => None,
+        })
+        .collect();
+    let prop = syncs
+        .iter()
+        .filter(|f| f.propagation_all_us.count > 0)
+        .map(|f| f.propagation_all_us.p99 as f64 / 1000.0)
+        .reduce(f64::max);
+    let bound = syncs.iter().map(|f| f.clock_bound_ms).fold(0.0, f64::max);
+    out.push(criterion(
+        "sync_propagation",
+        "Session sync: propagation p99",
+        format!("< {} ms", c.sync_propagation_p99_ms),
+        match (syncs.is_empty(), prop) {
+            (true, _) => None,
+            (false, Some(p)) => Some((format!("{p:.1} ms (±{bound:.2} ms)"), p < c.sync_propagation_p99_ms)),
+            (false, None) => Some(("no change reached a member".to_owned(), false)),
+        },
+        "suite",
+    ));
+    let phase = syncs
+        .iter()
+        .filter(|f| f.beat_phase_cross_instance.segments > 0 || f.beat_phase_same_instance.segments > 0)
+        .map(|f| {
+            f.beat_phase_cross_instance
+                .p99_ms
+                .max(f.beat_phase_same_instance.p99_ms)
+        })
+        .reduce(f64::max);
+    out.push(criterion(
+        "beat_phase_spread",
+        "Session sync: beat-phase spread p99",
+        format!("< {} ms", c.beat_phase_spread_p99_ms),
+        match (syncs.is_empty(), phase) {
+            (true, _) => None,
+            (false, Some(p)) => Some((format!("{p:.1} ms (±{bound:.2} ms)"), p < c.beat_phase_spread_p99_ms)),
+            (false, None) => Some(("no ticks received".to_owned(), false)),
+        },
+        "suite",
+    ));
+    let conv = syncs.iter().map(|f| f.convergence_rate).reduce(f64::min);
+    out.push(criterion(
+        "sync_convergence",
+        "Session sync: convergence",
+        format!("≥ {}", pct(c.sync_convergence)),
+        conv.map(|v| (pct(v), v >= c.sync_convergence)),
         "suite",
     ));
 
@@ -1151,6 +1465,16 @@ fn overall_rating(steps: &[StepReport]) -> (Overall, Option<String>) {
                 fixed.push(format!("Connection Pooling (measured: {})", f.pooling_efficiency));
                 2
             }
+            Some(Figures::EventConsistency(f)) => match f.consistency_rating.as_str() {
+                "Excellent" => 3,
+                "Good" => 2,
+                _ => 1,
+            },
+            // Not a test of the document: outside its score.
+            Some(Figures::SessionSync(_)) => {
+                max_score -= 3;
+                0
+            }
             None => 0,
         };
     }
@@ -1222,6 +1546,22 @@ fn recommendations(steps: &[StepReport]) -> Vec<String> {
             }
             _ => {}
         }
+        match &s.figures {
+            Some(Figures::EventConsistency(f)) if f.missing_server_timestamp > 0 => out.push(format!(
+                "The server sent {} events without serverTimestamp: send it with every snapshot and tick, or clients cannot align to the server's clock",
+                f.missing_server_timestamp
+            )),
+            Some(Figures::SessionSync(f)) if f.missed_changes > 0 || f.convergence_rate < 1.0 => out.push(format!(
+                "Session sync: {} member×change deliveries missed and {:.1}% of members converged: check the Redis adapter between instances and reconnect handling",
+                f.missed_changes,
+                f.convergence_rate * 100.0
+            )),
+            Some(Figures::SessionSync(f)) if f.connect_failures > 0 => out.push(format!(
+                "Session sync: {} members could not connect: raise the servers' connection limits or ramp up more slowly",
+                f.connect_failures
+            )),
+            _ => {}
+        }
         if s.figures.is_none() {
             out.push(format!("Step `{}` produced no result: see its failures", s.name));
         }
@@ -1268,7 +1608,11 @@ pub fn render_text(r: &Report) -> String {
     }
 
     let _ = writeln!(w, "\n⏱️ TIMESTAMP PERFORMANCE SUMMARY:");
-    for s in r.steps.iter().filter(|s| s.kind.starts_with("timestamp_")) {
+    for s in r
+        .steps
+        .iter()
+        .filter(|s| s.kind.starts_with("timestamp_") || s.kind == "event_consistency")
+    {
         match &s.figures {
             Some(Figures::TimestampGeneration(f)) => {
                 let _ = writeln!(w, "\n  Timestamp Generation Performance:");
@@ -1292,6 +1636,57 @@ pub fn render_text(r: &Report) -> String {
                     group(f.batch_count as f64),
                     f.backwards,
                     f.jumps_over_1s
+                );
+            }
+            Some(Figures::EventConsistency(f)) => {
+                let opt =
+                    |v: Option<f64>, unit: &str| v.map_or_else(|| "absent".to_owned(), |v| format!("{v:.1}{unit}"));
+                let _ = writeln!(w, "\n  Cross-Event Timestamp Consistency:");
+                let _ = writeln!(w, "    Consistency Rating: {}", f.consistency_rating);
+                let _ = writeln!(
+                    w,
+                    "    Timestamp Ordering Rate: {}",
+                    f.timestamp_ordering_rate.map_or_else(
+                        || "absent (no serverTimestamp)".to_owned(),
+                        |v| format!("{:.1}%", v * 100.0)
+                    )
+                );
+                let _ = writeln!(
+                    w,
+                    "    Avg Client-Server Diff: {}",
+                    opt(f.avg_client_server_diff_ms, "ms")
+                );
+                let _ = writeln!(
+                    w,
+                    "    Server clock offset (estimated): {}{}",
+                    opt(f.server_offset_ms, " ms"),
+                    f.server_offset_bound_ms
+                        .map(|b| format!(" ± {b:.1} ms"))
+                        .unwrap_or_default()
+                );
+                let _ = writeln!(
+                    w,
+                    "    One-way delay, offset removed: avg {} (min {}, max {})",
+                    opt(f.corrected_avg_ms, " ms"),
+                    opt(f.corrected_min_ms, " ms"),
+                    opt(f.corrected_max_ms, " ms")
+                );
+                let _ = writeln!(
+                    w,
+                    "    ({} clients{}, {} events: {} snapshots, {} ticks, {} sent; {} with serverTimestamp, {} without; {} out of order)",
+                    f.clients,
+                    if f.clients_failed > 0 {
+                        format!(" + {} failed to connect", f.clients_failed)
+                    } else {
+                        String::new()
+                    },
+                    f.total_events,
+                    f.snapshots,
+                    f.ticks,
+                    f.client_timestamp_events,
+                    f.server_timestamp_events,
+                    f.missing_server_timestamp,
+                    f.out_of_order_events
                 );
             }
             Some(Figures::TimestampPrecision(f)) => {
@@ -1418,7 +1813,11 @@ pub fn render_text(r: &Report) -> String {
         }
     }
 
-    let persistence: Vec<_> = r.steps.iter().filter(|s| s.kind.starts_with("session_")).collect();
+    let persistence: Vec<_> = r
+        .steps
+        .iter()
+        .filter(|s| s.kind.starts_with("session_") && s.kind != "session_sync")
+        .collect();
     if !persistence.is_empty() {
         let _ = writeln!(w, "\n🔐 PERSISTENCE SUMMARY:");
     }
@@ -1509,6 +1908,17 @@ pub fn render_text(r: &Report) -> String {
                 );
             }
             _ => no_result(w, s),
+        }
+    }
+
+    let syncs: Vec<_> = r.steps.iter().filter(|s| s.kind == "session_sync").collect();
+    if !syncs.is_empty() {
+        let _ = writeln!(w, "\n🎼 CROSS-INSTANCE SYNC:");
+        for s in syncs {
+            match &s.figures {
+                Some(Figures::SessionSync(f)) => render_sync(w, &s.name, f),
+                _ => no_result(w, s),
+            }
         }
     }
 
@@ -1658,6 +2068,133 @@ pub fn render_text(r: &Report) -> String {
         }
     }
     o
+}
+
+fn render_sync(w: &mut String, name: &str, f: &SessionSyncFigures) {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let hist = |h: &HistSummary| {
+        if h.count == 0 {
+            "none".to_owned()
+        } else {
+            format!(
+                "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} deliveries)",
+                ms(h.p50),
+                ms(h.p99),
+                ms(h.max),
+                group(h.count as f64)
+            )
+        }
+    };
+    let spread = |s: &Spread| {
+        if s.segments == 0 {
+            "no ticks".to_owned()
+        } else {
+            format!(
+                "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} session segments)",
+                s.p50_ms,
+                s.p99_ms,
+                s.max_ms,
+                group(s.segments as f64)
+            )
+        }
+    };
+    let _ = writeln!(
+        w,
+        "\n  {name}: {} sessions × {} members over {} server instance(s) and {} agent(s)",
+        group(f.sessions as f64),
+        f.members_per_session,
+        f.instances,
+        f.agents
+    );
+    let _ = writeln!(
+        w,
+        "    Members: {} of {} connected, {} failed, {} reconnects",
+        group(f.members_connected as f64),
+        group(f.members_planned as f64),
+        f.connect_failures,
+        f.reconnects
+    );
+    if let Some(kib) = f.agent_rss_per_member_kib {
+        let _ = writeln!(
+            w,
+            "    Load side: up to {} members per agent, {kib:.1} KiB of agent memory per member",
+            group(f.members_per_agent_max as f64)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "    Changes: {} of {} emitted (leader emit lag p99 {:.1} ms)",
+        group(f.changes_emitted as f64),
+        group(f.changes_scheduled as f64),
+        ms(f.emit_lag_us.p99)
+    );
+    let _ = writeln!(
+        w,
+        "    Propagation, same instance:  {}",
+        hist(&f.propagation_same_instance_us)
+    );
+    let _ = writeln!(
+        w,
+        "    Propagation, cross instance: {}",
+        hist(&f.propagation_cross_instance_us)
+    );
+    let _ = writeln!(w, "    Leader's own round trip:     {}", hist(&f.propagation_leader_us));
+    let _ = writeln!(
+        w,
+        "    (one-way across agents: ± {:.2} ms clock bound)",
+        f.clock_bound_ms
+    );
+    let _ = writeln!(
+        w,
+        "    Convergence: {:.1}% of members ended in the leader's final state; {} of {} deliveries seen, {} missed",
+        f.convergence_rate * 100.0,
+        group(f.delivered as f64),
+        group(f.expected_deliveries as f64),
+        group(f.missed_changes as f64)
+    );
+    let _ = writeln!(
+        w,
+        "    Snapshots: {} ({} duplicate, {} out of order by version, {} without version, {} without serverTimestamp, {} unexpected)",
+        group(f.snapshots as f64),
+        f.duplicate_snapshots,
+        f.out_of_order_snapshots,
+        f.snapshots_without_version,
+        f.snapshots_without_server_timestamp,
+        f.unexpected_states
+    );
+    let _ = writeln!(
+        w,
+        "    Ticks: {} received, {} missed; jitter against 100 ms p50 {:.1} ms  p99 {:.1} ms",
+        group(f.ticks as f64),
+        group(f.ticks_missed as f64),
+        ms(f.tick_jitter_us.p50),
+        ms(f.tick_jitter_us.p99)
+    );
+    let _ = writeln!(
+        w,
+        "    Beat-phase spread, same instance:  {}",
+        spread(&f.beat_phase_same_instance)
+    );
+    let _ = writeln!(
+        w,
+        "    Beat-phase spread, cross instance: {}",
+        spread(&f.beat_phase_cross_instance)
+    );
+    let worst = f
+        .beat_phase_cross_instance
+        .p99_ms
+        .max(f.beat_phase_same_instance.p99_ms);
+    let _ = writeln!(
+        w,
+        "    BandSync's < 50 ms promise: {}",
+        if f.beat_phase_cross_instance.segments + f.beat_phase_same_instance.segments == 0 {
+            "not measured (no ticks)".to_owned()
+        } else if worst < 50.0 {
+            format!("✅ kept (p99 spread {worst:.1} ms)")
+        } else {
+            format!("❌ broken (p99 spread {worst:.1} ms)")
+        }
+    );
 }
 
 fn no_result(w: &mut String, s: &StepReport) {

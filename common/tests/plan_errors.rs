@@ -21,7 +21,7 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterashuns = 5\n"),
-            "plan.toml:5:1: steps[0].iterashuns: unknown field `iterashuns`, expected one of `name`, `kind`, `timeout`, `iterations`, `batch_size`, `duration`, `max_samples`, `members`, `clients`, `operations`, `connections`, `sessions`, `sample`, `updaters`, `updates`, `locking`, `max_retries`, `pool_size`, `interval`",
+            "plan.toml:5:1: steps[0].iterashuns: unknown field `iterashuns`, expected one of `name`, `kind`, `timeout`, `iterations`, `batch_size`, `duration`, `max_samples`, `members`, `clients`, `operations`, `connections`, `sessions`, `sample`, `updaters`, `updates`, `locking`, `max_retries`, `pool_size`, `interval`, `settle`, `changes`, `ramp_up`",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterations = \"many\"\n"),
@@ -53,11 +53,11 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_fancy\"\n"),
-            "plan.toml:4:8: steps[0].kind: unknown step kind `redis_fancy`: expected one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool",
+            "plan.toml:4:8: steps[0].kind: unknown step kind `redis_fancy`: expected one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync",
         ),
         (
             format!("{t}[[steps]]\n"),
-            "plan.toml:3:1: steps[0].kind: missing: one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool",
+            "plan.toml:3:1: steps[0].kind: missing: one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nduration = \"5s\"\n"),
@@ -226,5 +226,9 @@ fn the_plan_in_the_readme_is_valid() {
     let start = readme.find("```toml\n").expect("a toml block in the README") + "```toml\n".len();
     let end = start + readme[start..].find("```").unwrap();
     let plan = parse(&readme[start..end], "README.md", "readme").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(plan.steps.len(), 8, "the README shows every step kind");
+    let mut kinds: Vec<&str> = plan.steps.iter().map(|s| s.spec.kind()).collect();
+    kinds.sort_unstable();
+    let mut all = bandsync_common::plan::STEP_KINDS.to_vec();
+    all.sort_unstable();
+    assert_eq!(kinds, all, "the README shows every step kind");
 }

@@ -20,14 +20,15 @@ fn the_html_report_is_self_contained() {
     // Every figure the charts need is there: one chart per latency histogram of the fixture.
     assert_eq!(
         html.matches(r#"<svg class="chart""#).count(),
-        5 + 1,
-        "charts: 5 latency, 1 timeline"
+        5 + 2 + 1,
+        "charts: 5 latency, 2 session sync, 1 timeline"
     );
     assert!(html.contains("Throughput and errors over time"));
     for name in [
         "SET (n=2,000)",
         "composite (n=5,000)",
         "from schedule (n=400)",
+        "cross instance (n=144)",
         "Success criteria",
         "agent-1",
     ] {

@@ -144,6 +144,17 @@ pub async fn run(
     } else {
         None
     };
+    if let Some(step) = plan.steps.iter().find(|s| s.spec.uses_servers()) {
+        if plan.target.servers.is_empty() {
+            return Err(CoordinatorError::Usage(format!(
+                "step `{}` loads BandSync servers and there are none: set [target] servers, pass --server URL, or let the testbed start them ([testbed] servers = 2)",
+                step.name
+            )));
+        }
+        for server in &plan.target.servers {
+            target::check_server(server).await?;
+        }
+    }
 
     let (joins_tx, mut joins) = mpsc::channel(64);
     let server_stop = CancellationToken::new();

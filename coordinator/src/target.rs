@@ -34,6 +34,32 @@ pub async fn connect(url: &str) -> Result<MultiplexedConnection, CoordinatorErro
     Ok(con)
 }
 
+/// A BandSync server answers on its address (a TCP connection within 5 s).
+pub async fn check_server(url: &str) -> Result<(), CoordinatorError> {
+    let unreachable = |reason: String| CoordinatorError::TargetUnreachable {
+        url: url.to_owned(),
+        reason,
+    };
+    let parsed = url::Url::parse(url).map_err(|e| unreachable(e.to_string()))?;
+    let host = parsed
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable("no answer within 5 s".into())),
+    }
+}
+
 /// After a `session_concurrent_updates` step: reads the session every agent updated, records
 /// its final position and version into the step's metrics, and deletes it.
 pub async fn verify_shared_session(

@@ -48,6 +48,8 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
 
     let mut plan = quickstart();
     plan.target.redis_url = Some(redis.url());
+    let servers = support::start_servers(&redis.url(), 2).await;
+    plan.target.servers = servers.urls.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agents = spawn_agents(2, listener.local_addr().unwrap(), "e2e");
     let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(2), CancellationToken::new())
@@ -55,7 +57,7 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
         .unwrap();
 
     assert_eq!(report.status, RunStatus::Complete, "{report:#?}");
-    assert_eq!(report.steps.len(), 3);
+    assert_eq!(report.steps.len(), 5);
     for s in &report.steps {
         assert_eq!(
             s.agents_reported.len(),
@@ -124,7 +126,7 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
             c.uncertainty_ns
         );
         assert_eq!(c.samples as usize, bandsync_coordinator::controller::CLOCK_PROBES);
-        assert_eq!(a.steps_completed, 3);
+        assert_eq!(a.steps_completed, 5);
         assert!(a.lost.is_none());
     }
 

@@ -158,6 +158,30 @@ impl From<&StepSpec> for pb::StepSpec {
                 interval_ms: millis(interval),
                 duration_ms: millis(duration),
             }),
+            StepSpec::EventConsistency {
+                clients,
+                interval,
+                settle,
+            } => Kind::EventConsistency(pb::EventConsistency {
+                clients,
+                interval_ms: millis(interval),
+                settle_ms: millis(settle),
+            }),
+            StepSpec::SessionSync {
+                sessions,
+                members,
+                changes,
+                interval,
+                ramp_up,
+                settle,
+            } => Kind::SessionSync(pb::SessionSync {
+                sessions,
+                members,
+                changes,
+                interval_ms: millis(interval),
+                ramp_up_ms: millis(ramp_up),
+                settle_ms: millis(settle),
+            }),
         };
         pb::StepSpec { kind: Some(kind) }
     }
@@ -213,6 +237,19 @@ impl TryFrom<&pb::StepSpec> for StepSpec {
                 pool_size: r.pool_size,
                 interval: Duration::from_millis(r.interval_ms),
                 duration: Duration::from_millis(r.duration_ms),
+            },
+            Kind::EventConsistency(e) => StepSpec::EventConsistency {
+                clients: e.clients,
+                interval: Duration::from_millis(e.interval_ms),
+                settle: Duration::from_millis(e.settle_ms),
+            },
+            Kind::SessionSync(e) => StepSpec::SessionSync {
+                sessions: e.sessions,
+                members: e.members.max(2),
+                changes: e.changes,
+                interval: Duration::from_millis(e.interval_ms.max(1)),
+                ramp_up: Duration::from_millis(e.ramp_up_ms),
+                settle: Duration::from_millis(e.settle_ms),
             },
         })
     }
@@ -313,6 +350,19 @@ mod tests {
                 pool_size: 20,
                 interval: Duration::from_millis(50),
                 duration: Duration::from_secs(10),
+            },
+            StepSpec::EventConsistency {
+                clients: 3,
+                interval: Duration::from_millis(100),
+                settle: Duration::from_secs(2),
+            },
+            StepSpec::SessionSync {
+                sessions: 4,
+                members: 6,
+                changes: 12,
+                interval: Duration::from_millis(500),
+                ramp_up: Duration::from_secs(2),
+                settle: Duration::from_secs(2),
             },
         ] {
             let wire = pb::StepSpec::from(&s);

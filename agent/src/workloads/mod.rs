@@ -3,10 +3,13 @@
 //! the keys it wrote before returning [`WorkloadError::Cancelled`].
 
 pub mod concurrent;
+pub mod event;
 pub mod memory;
 pub mod persistence;
 pub mod pool;
 pub mod redis_ops;
+pub mod sio;
+pub mod sync;
 pub mod timestamps;
 
 use std::sync::Arc;
@@ -48,6 +51,10 @@ pub struct StepContext {
     /// `{key_prefix}:{run_id}:` — for keys shared by every agent of the run.
     pub run_base: String,
     pub clock: ClockEstimate,
+    /// The step's start instant, coordinator Unix ns (schedules derive from it).
+    pub coord_start_ns: i64,
+    /// BandSync servers (Socket.IO base URLs) of the target.
+    pub servers: Vec<String>,
     pub cancel: CancellationToken,
     pub live: Arc<Live>,
 }
@@ -110,5 +117,18 @@ pub async fn run(spec: &StepSpec, ctx: &StepContext) -> Result<MetricSet, Worklo
             interval,
             duration,
         } => pool::run(pool_size, interval, duration, ctx).await,
+        StepSpec::EventConsistency {
+            clients,
+            interval,
+            settle,
+        } => event::run(clients, interval, settle, ctx).await,
+        StepSpec::SessionSync {
+            sessions,
+            members,
+            changes,
+            interval,
+            ramp_up,
+            settle,
+        } => sync::run(sessions, members, changes, interval, ramp_up, settle, ctx).await,
     }
 }

@@ -158,3 +158,38 @@ pub fn long_step_running(line: &str) -> bool {
 pub fn long_step_scheduled(line: &str) -> bool {
     line.contains("step scheduled") && line.contains("step=long")
 }
+
+/// `n` in-process bandsync-server instances sharing `redis_url`; cancelled on drop of the guard.
+pub struct Servers {
+    pub urls: Vec<String>,
+    stop: CancellationToken,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn start_servers(redis_url: &str, n: usize) -> Servers {
+    let stop = CancellationToken::new();
+    let mut urls = Vec::new();
+    for i in 0..n {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", listener.local_addr().unwrap()));
+        let cfg = bandsync_server::ServerConfig::new(format!("test-{i}"), redis_url, "bandsync-test-server");
+        tokio::spawn(bandsync_server::serve(cfg, listener, stop.clone()));
+    }
+    // Ready when each answers a TCP connection (the health loop finds Redis within 250 ms).
+    for u in &urls {
+        let addr = u.trim_start_matches("http://").to_owned();
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Servers { urls, stop }
+}

@@ -1,0 +1,597 @@
+//! `session_sync` (beyond the document): does BandSync keep a band in sync when its members sit on
+//! different server instances and different load hosts?
+//!
+//! Placement: member m of session s runs on agent (s + m) mod A and connects to server instance
+//! (s + ⌊m / A⌋) mod I, so every session spans agents (hosts) and instances, leaders are spread
+//! over the agents, and followers cover every pairing with their leader: same host and instance,
+//! same host and other instance, other host and same instance, other host and other instance.
+//! Member 0 is the leader. After `ramp_up` (connections spread over it) and one second to
+//! settle the joins, each leader runs a script of `changes` changes at coordinator instants
+//! T0 + c·interval: blocks of four — set_tempo t_b, seek to (b+1)·100 s, play, pause — so every
+//! change leaves a state (tempo, playing, position / 100 s) that differs from its neighbours and
+//! can be recognised in any member's snapshot, on any server that follows the protocol (no
+//! `version`, ack or `session_error` needed).
+//!
+//! Every member measures, in coordinator time (its agent's clock offset applied):
+//! - propagation: snapshot arrival − the change's scheduled instant, same-instance and
+//!   cross-instance apart (the leader's own is its command round trip); across agents the bound is
+//!   the sum of both agents' clock uncertainties, stated in the report;
+//! - convergence (its last state is the script's last) and changes it never saw;
+//! - duplicate and out-of-order snapshots by `version` when present;
+//! - scroll_tick jitter against the 100 ms period and ticks missed (gaps in positionMs);
+//! - beat phase: per play segment, the median of (tick arrival − positionMs), the instant at which
+//!   the session's position was 0 as this member hears it. Min and max per (session, segment,
+//!   instance) travel as gauges, so the coordinator's exact merge yields the spread across agents.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bandsync_common::clock::{ClockEstimate, now_unix_ns};
+use bandsync_common::metrics::{GaugeMerge, MetricSet};
+use bandsync_common::names::sync as n;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use super::sio;
+use super::{StepContext, WorkloadError};
+
+/// Scheduled position of block b's seek, ms: (b + 1) · 100 s, so the position's 100 s block
+/// tells the segments apart.
+const BLOCK_MS: f64 = 100_000.0;
+/// Beat-phase samples kept per member and segment.
+const PHASE_SAMPLES: usize = 64;
+/// Connections opened at once by one agent (a ramp, not a stampede).
+const CONNECTS_IN_FLIGHT: usize = 64;
+
+/// What a snapshot says, reduced to what the script changes: tempo, playing, the position's
+/// 100 s block, and (paused) whether the position is exactly on the block's mark, as a seek
+/// leaves it, or past it, as a pause after playing leaves it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct State {
+    pub tempo: i64,
+    pub playing: bool,
+    pub block: i64,
+    pub at_mark: bool,
+}
+
+fn tempo_of_block(b: i64) -> i64 {
+    // Never 100 (the initial tempo); unique for 199 blocks (796 changes, the plan's limit).
+    101 + b.rem_euclid(199)
+}
+
+/// The state after change `c` of the script (c = -1: a new session).
+pub fn expected(c: i64) -> State {
+    if c < 0 {
+        return State {
+            tempo: 100,
+            playing: false,
+            block: 0,
+            at_mark: true,
+        };
+    }
+    let (b, step) = (c / 4, c % 4);
+    State {
+        tempo: tempo_of_block(b),
+        playing: step == 2,
+        block: if step == 0 { b } else { b + 1 },
+        // Position 0 before the first play; the seek's mark; else past a mark.
+        at_mark: (step == 0 && b == 0) || step == 1,
+    }
+}
+
+/// The command of change `c` for `session`.
+pub fn command(c: i64, session: &str) -> (&'static str, Value) {
+    let b = c / 4;
+    match c % 4 {
+        0 => ("set_tempo", json!({"sessionId": session, "tempo": tempo_of_block(b)})),
+        1 => (
+            "seek",
+            json!({"sessionId": session, "position": (b + 1) as f64 * BLOCK_MS}),
+        ),
+        2 => ("play", json!({"sessionId": session})),
+        _ => ("pause", json!({"sessionId": session})),
+    }
+}
+
+pub fn observed(v: &Value) -> Option<State> {
+    let position = v.get("position")?.as_f64()?;
+    let playing = v.get("isPlaying")?.as_bool()?;
+    let block = (position / BLOCK_MS).floor() as i64;
+    Some(State {
+        tempo: v.get("tempo")?.as_f64()?.round() as i64,
+        playing,
+        block,
+        at_mark: !playing && (position - block as f64 * BLOCK_MS).abs() < 0.5,
+    })
+}
+
+/// One member's view of the run.
+#[derive(Debug, Default)]
+pub struct Member {
+    pub changes: i64,
+    /// Coordinator ns of change 0 and the interval.
+    pub t0_ns: i64,
+    pub interval_ns: i64,
+    pub leader: bool,
+    pub same_instance: bool,
+    next_c: i64,
+    last_state: Option<State>,
+    last_version: Option<u64>,
+    pub snapshots: u64,
+    pub delivered: u64,
+    pub missed: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub without_version: u64,
+    pub without_server_ts: u64,
+    pub unexpected: u64,
+    /// Propagation per recognised change, µs.
+    pub propagation_us: Vec<u64>,
+    pub ticks: u64,
+    pub ticks_missed: u64,
+    pub tick_jitter_us: Vec<u64>,
+    last_tick: Option<(f64, i64)>,
+    /// Play segment (position block) → (arrival coord µs − positionMs·1000) samples.
+    pub phase: BTreeMap<i64, Vec<f64>>,
+    pub reconnects: u64,
+}
+
+impl Member {
+    fn scheduled_ns(&self, c: i64) -> i64 {
+        self.t0_ns + c * self.interval_ns
+    }
+
+    /// A `snapshot` arrived at coordinator time `at_ns`.
+    pub fn on_snapshot(&mut self, v: &Value, at_ns: i64) {
+        self.snapshots += 1;
+        if sio::server_ts(v).is_none() {
+            self.without_server_ts += 1;
+        }
+        match v.get("version").and_then(Value::as_u64) {
+            Some(ver) => match self.last_version {
+                Some(last) if ver == last => {
+                    self.duplicates += 1;
+                    return;
+                }
+                Some(last) if ver < last => {
+                    self.out_of_order += 1;
+                    return;
+                }
+                _ => self.last_version = Some(ver),
+            },
+            None => self.without_version += 1,
+        }
+        let Some(state) = observed(v) else {
+            self.unexpected += 1;
+            return;
+        };
+        self.last_state = Some(state);
+        if let Some(c) = (self.next_c..self.changes).find(|c| expected(*c) == state) {
+            self.missed += (c - self.next_c) as u64;
+            self.delivered += 1;
+            self.propagation_us
+                .push(((at_ns - self.scheduled_ns(c)).max(0) / 1000) as u64);
+            self.next_c = c + 1;
+        } else if state != expected(self.next_c - 1) {
+            self.unexpected += 1;
+        }
+    }
+
+    /// A `scroll_tick` arrived at coordinator time `at_ns`.
+    pub fn on_tick(&mut self, v: &Value, at_ns: i64) {
+        let Some(p) = v.get("positionMs").and_then(Value::as_f64) else {
+            return;
+        };
+        self.ticks += 1;
+        let block = (p / BLOCK_MS).floor() as i64;
+        let samples = self.phase.entry(block).or_default();
+        if samples.len() < PHASE_SAMPLES {
+            samples.push(at_ns as f64 / 1000.0 - p * 1000.0);
+        }
+        if let Some((last_p, last_at)) = self.last_tick
+            && (last_p / BLOCK_MS).floor() as i64 == block
+        {
+            let steps = ((p - last_p) / 100.0).round() as i64;
+            if steps == 1 {
+                self.tick_jitter_us
+                    .push(((at_ns - last_at) - 100_000_000).unsigned_abs() / 1000);
+            } else if steps > 1 {
+                self.ticks_missed += (steps - 1) as u64;
+            }
+        }
+        self.last_tick = Some((p, at_ns));
+    }
+
+    /// Call at the end: changes never seen count as missed.
+    pub fn finish(&mut self) -> bool {
+        self.missed += (self.changes - self.next_c).max(0) as u64;
+        self.next_c = self.changes;
+        self.last_state == Some(expected(self.changes - 1))
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    sessions: u64,
+    members: u32,
+    changes: u32,
+    interval: Duration,
+    ramp_up: Duration,
+    settle: Duration,
+    ctx: &StepContext,
+) -> Result<MetricSet, WorkloadError> {
+    if ctx.servers.is_empty() {
+        return Err(WorkloadError::Internal("no BandSync server in the target".into()));
+    }
+    let instances = ctx.servers.len() as u64;
+    let (agents, me) = (u64::from(ctx.shard_count), u64::from(ctx.shard_index));
+    let mine: Vec<(u64, u64)> = (0..sessions)
+        .flat_map(|s| (0..u64::from(members)).map(move |m| (s, m)))
+        .filter(|(s, m)| (s + m) % agents == me)
+        .collect();
+    let t0_ns = ctx.coord_start_ns + ramp_up.as_nanos() as i64 + 1_000_000_000;
+    let interval_ns = interval.as_nanos() as i64;
+    let end_ns = t0_ns + i64::from(changes.max(1) - 1) * interval_ns + settle.as_nanos() as i64;
+    let start_agent = now_unix_ns();
+    let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTS_IN_FLIGHT));
+    // What holding the members costs this agent: peak RSS over the step minus RSS before it.
+    let rss_before = crate::proc::rss_bytes().unwrap_or(0);
+    let sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let stop = sampling.clone();
+        tokio::spawn(async move {
+            let mut peak = 0u64;
+            loop {
+                peak = peak.max(crate::proc::rss_bytes().unwrap_or(0));
+                tokio::select! {
+                    () = stop.cancelled() => return peak,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        })
+    };
+
+    let mut tasks = JoinSet::new();
+    let count = mine.len().max(1) as u64;
+    for (k, (s, m)) in mine.iter().copied().enumerate() {
+        let g = s * u64::from(members) + m;
+        let instance = ((s + m / agents) % instances) as usize;
+        let leader_instance = (s % instances) as usize;
+        let state = Member {
+            changes: i64::from(changes),
+            t0_ns,
+            interval_ns,
+            leader: m == 0,
+            same_instance: instance == leader_instance,
+            ..Member::default()
+        };
+        let slot = start_agent + (ramp_up.as_nanos() as u64 * k as u64 / count) as i64;
+        let job = Job {
+            url: sio::base_url(&ctx.servers[instance]),
+            session: format!("{}sync-{s}", ctx.run_base),
+            name: format!("member-{g}"),
+            slot_agent_ns: slot,
+            end_coord_ns: end_ns,
+            state: Arc::new(Mutex::new(state)),
+            session_index: s,
+            instance,
+        };
+        let (clock, cancel, gate, live) = (ctx.clock, ctx.cancel.clone(), gate.clone(), ctx.live.clone());
+        tasks.spawn(async move { job.run(clock, &cancel, &gate, &live).await });
+    }
+
+    let mut metrics = MetricSet::new();
+    for c in [
+        n::MEMBERS_PLANNED,
+        n::MEMBERS_CONNECTED,
+        n::CONNECT_FAILURES,
+        n::RECONNECTS,
+        n::LEADERS,
+        n::CHANGES_SCHEDULED,
+        n::CHANGES_EMITTED,
+        n::EXPECTED_DELIVERIES,
+        n::DELIVERED,
+        n::MISSED,
+        n::CONVERGED,
+        n::DUPLICATES,
+        n::OUT_OF_ORDER,
+        n::WITHOUT_VERSION,
+        n::WITHOUT_SERVER_TS,
+        n::UNEXPECTED_STATES,
+        n::SNAPSHOTS,
+        n::TICKS,
+        n::TICKS_MISSED,
+    ] {
+        metrics.add_counter(c, 0);
+    }
+    metrics.add_counter(n::MEMBERS_PLANNED, mine.len() as u64);
+    metrics.set_gauge(n::INSTANCES, instances as f64, GaugeMerge::Max);
+    metrics.set_gauge(
+        n::CLOCK_BOUND_US,
+        ctx.clock.uncertainty_ns as f64 / 1000.0,
+        GaugeMerge::Max,
+    );
+    let mut cancelled = false;
+    while let Some(r) = tasks.join_next().await {
+        let outcome = match r {
+            Ok(o) => o,
+            Err(e) => return Err(WorkloadError::Internal(format!("session_sync member panicked: {e}"))),
+        };
+        match outcome {
+            Outcome::Cancelled => cancelled = true,
+            Outcome::Failed(e) => {
+                tracing::debug!("session_sync member: {e}");
+                ctx.live.add_error();
+                metrics.add_counter(n::CONNECT_FAILURES, 1);
+            }
+            Outcome::Done {
+                member,
+                emitted,
+                emit_lag_us,
+                session,
+                instance,
+            } => fold(&mut metrics, *member, emitted, &emit_lag_us, session, instance),
+        }
+    }
+    sampling.cancel();
+    let peak = sampler.await.unwrap_or(0);
+    if !mine.is_empty() {
+        let per_member = peak.saturating_sub(rss_before) as f64 / mine.len() as f64;
+        metrics.set_gauge(n::RSS_PER_MEMBER_BYTES, per_member, GaugeMerge::Max);
+        metrics.set_gauge(n::MEMBERS_PER_AGENT, mine.len() as f64, GaugeMerge::Max);
+    }
+    if cancelled {
+        return Err(WorkloadError::Cancelled);
+    }
+    Ok(metrics)
+}
+
+fn fold(m: &mut MetricSet, mut member: Member, emitted: u64, emit_lag_us: &[u64], session: u64, instance: usize) {
+    let converged = member.finish();
+    m.add_counter(n::MEMBERS_CONNECTED, 1);
+    m.add_counter(n::RECONNECTS, member.reconnects);
+    if member.leader {
+        m.add_counter(n::LEADERS, 1);
+        m.add_counter(n::CHANGES_SCHEDULED, member.changes as u64);
+        m.add_counter(n::CHANGES_EMITTED, emitted);
+        let h = m.histogram_mut(n::EMIT_LAG_US);
+        for v in emit_lag_us {
+            let _ = h.record(*v);
+        }
+    }
+    m.add_counter(n::EXPECTED_DELIVERIES, member.changes as u64);
+    m.add_counter(n::DELIVERED, member.delivered);
+    m.add_counter(n::MISSED, member.missed);
+    m.add_counter(n::CONVERGED, u64::from(converged));
+    m.add_counter(n::DUPLICATES, member.duplicates);
+    m.add_counter(n::OUT_OF_ORDER, member.out_of_order);
+    m.add_counter(n::WITHOUT_VERSION, member.without_version);
+    m.add_counter(n::WITHOUT_SERVER_TS, member.without_server_ts);
+    m.add_counter(n::UNEXPECTED_STATES, member.unexpected);
+    m.add_counter(n::SNAPSHOTS, member.snapshots);
+    m.add_counter(n::TICKS, member.ticks);
+    m.add_counter(n::TICKS_MISSED, member.ticks_missed);
+    let prop = if member.leader {
+        n::PROPAGATION_LEADER_US
+    } else if member.same_instance {
+        n::PROPAGATION_SAME_US
+    } else {
+        n::PROPAGATION_CROSS_US
+    };
+    let h = m.histogram_mut(prop);
+    for v in &member.propagation_us {
+        let _ = h.record(*v);
+    }
+    let h = m.histogram_mut(n::TICK_JITTER_US);
+    for v in &member.tick_jitter_us {
+        let _ = h.record(*v);
+    }
+    for (block, samples) in &mut member.phase {
+        let zero = median(samples);
+        let key = n::phase_key(session, *block, instance);
+        m.set_gauge(&format!("{key}.min"), zero, GaugeMerge::Min);
+        m.set_gauge(&format!("{key}.max"), zero, GaugeMerge::Max);
+    }
+}
+
+struct Job {
+    url: String,
+    session: String,
+    name: String,
+    slot_agent_ns: i64,
+    end_coord_ns: i64,
+    state: Arc<Mutex<Member>>,
+    session_index: u64,
+    instance: usize,
+}
+
+enum Outcome {
+    Done {
+        member: Box<Member>,
+        emitted: u64,
+        emit_lag_us: Vec<u64>,
+        session: u64,
+        instance: usize,
+    },
+    Failed(String),
+    Cancelled,
+}
+
+async fn sleep_until_agent_ns(t: i64, cancel: &tokio_util::sync::CancellationToken) -> bool {
+    let wait = t - now_unix_ns();
+    if wait > 0 {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_nanos(wait as u64)) => {}
+            () = cancel.cancelled() => return false,
+        }
+    }
+    !cancel.is_cancelled()
+}
+
+impl Job {
+    async fn run(
+        self,
+        clock: ClockEstimate,
+        cancel: &tokio_util::sync::CancellationToken,
+        gate: &tokio::sync::Semaphore,
+        live: &super::Live,
+    ) -> Outcome {
+        if !sleep_until_agent_ns(self.slot_agent_ns, cancel).await {
+            return Outcome::Cancelled;
+        }
+        let leader = self.state.lock().unwrap().leader;
+        let st = self.state.clone();
+        let handler: sio::Handler = Arc::new(move |event: &str, payload: &Value, at: i64| {
+            let at = clock.to_coordinator(at);
+            match event {
+                "snapshot" => st.lock().unwrap().on_snapshot(payload, at),
+                "scroll_tick" => st.lock().unwrap().on_tick(payload, at),
+                _ => {}
+            }
+        });
+        let join = json!({"sessionId": self.session, "displayName": self.name});
+        let rejoin: sio::OnReconnect = {
+            let (st, join, session) = (self.state.clone(), join.clone(), self.session.clone());
+            Arc::new(move |client| {
+                st.lock().unwrap().reconnects += 1;
+                let (join, session) = (join.clone(), session.clone());
+                tokio::spawn(async move {
+                    let _ = client.emit("join_session", join).await;
+                    if leader {
+                        let _ = client
+                            .emit("set_role", json!({"sessionId": session, "role": "leader"}))
+                            .await;
+                    }
+                });
+            })
+        };
+        let client = {
+            let Ok(_permit) = gate.acquire().await else {
+                return Outcome::Cancelled;
+            };
+            tokio::select! {
+                r = sio::connect(&self.url, handler, Some(rejoin), Duration::from_secs(10)) => match r {
+                    Ok(c) => c,
+                    Err(e) => return Outcome::Failed(e.0),
+                },
+                () = cancel.cancelled() => return Outcome::Cancelled,
+            }
+        };
+        let mut emitted = 0;
+        let mut emit_lag_us = Vec::new();
+        let body = async {
+            if client.emit("join_session", join.clone()).await.is_err() {
+                live.add_error();
+            }
+            if leader {
+                let _ = client
+                    .emit("set_role", json!({"sessionId": self.session, "role": "leader"}))
+                    .await;
+                let (changes, t0, step) = {
+                    let s = self.state.lock().unwrap();
+                    (s.changes, s.t0_ns, s.interval_ns)
+                };
+                for c in 0..changes {
+                    let due = clock.to_agent(t0 + c * step);
+                    if !sleep_until_agent_ns(due, cancel).await {
+                        return false;
+                    }
+                    let (event, payload) = command(c, &self.session);
+                    let lag = now_unix_ns() - due;
+                    match client.emit(event, payload).await {
+                        Ok(()) => {
+                            emitted += 1;
+                            live.add_ops(1);
+                            emit_lag_us.push((lag.max(0) / 1000) as u64);
+                        }
+                        Err(_) => live.add_error(),
+                    }
+                }
+            }
+            sleep_until_agent_ns(clock.to_agent(self.end_coord_ns), cancel).await
+        }
+        .await;
+        let _ = client.emit("leave_session", json!({"sessionId": self.session})).await;
+        let _ = client.disconnect().await;
+        if !body {
+            return Outcome::Cancelled;
+        }
+        let member = Box::new(std::mem::take(&mut *self.state.lock().unwrap()));
+        Outcome::Done {
+            member,
+            emitted,
+            emit_lag_us,
+            session: self.session_index,
+            instance: self.instance,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_change_leaves_a_state_unlike_its_neighbours() {
+        for c in -1..796 {
+            for d in 1..8 {
+                assert_ne!(expected(c), expected(c + d), "changes {c} and {}", c + d);
+            }
+        }
+    }
+
+    fn snap(c: i64, version: Option<u64>) -> Value {
+        let e = expected(c);
+        let past = if e.at_mark { 0.0 } else { 12.0 };
+        let mut v = json!({
+            "tempo": e.tempo, "isPlaying": e.playing, "position": e.block as f64 * BLOCK_MS + past,
+            "serverTimestamp": 1,
+        });
+        if let Some(ver) = version {
+            v["version"] = json!(ver);
+        }
+        v
+    }
+
+    #[test]
+    fn a_member_recognises_changes_counts_misses_duplicates_and_converges() {
+        let mut m = Member {
+            changes: 6,
+            t0_ns: 1_000_000_000,
+            interval_ns: 500_000_000,
+            ..Member::default()
+        };
+        m.on_snapshot(&snap(-1, Some(3)), 10); // the join
+        m.on_snapshot(&snap(0, Some(4)), 1_012_000_000); // change 0, 12 ms late
+        m.on_snapshot(&snap(0, Some(4)), 1_013_000_000); // duplicate
+        m.on_snapshot(&snap(2, Some(6)), 2_003_000_000); // change 2 (1 missed)
+        m.on_snapshot(&snap(1, Some(5)), 2_004_000_000); // stale: out of order
+        m.on_snapshot(&snap(3, None), 2_505_000_000);
+        m.on_snapshot(&snap(4, None), 3_006_000_000);
+        m.on_snapshot(&snap(5, None), 3_507_000_000);
+        assert!(m.finish());
+        assert_eq!((m.delivered, m.missed, m.duplicates, m.out_of_order), (5, 1, 1, 1));
+        assert_eq!(m.without_version, 3);
+        assert_eq!(m.propagation_us, vec![12_000, 3_000, 5_000, 6_000, 7_000]);
+    }
+
+    #[test]
+    fn ticks_give_jitter_misses_and_the_beat_phase() {
+        let mut m = Member::default();
+        let tick = |p: f64| json!({"positionMs": p, "serverTimestamp": 1});
+        m.on_tick(&tick(100_100.0), 5_000_000_000);
+        m.on_tick(&tick(100_200.0), 5_102_000_000); // 2 ms late
+        m.on_tick(&tick(100_500.0), 5_400_000_000); // 2 missed
+        assert_eq!(m.ticks, 3);
+        assert_eq!(m.ticks_missed, 2);
+        assert_eq!(m.tick_jitter_us, vec![2_000]);
+        // Zero instant, µs: arrival − position; the late tick hears it 2 ms later.
+        assert_eq!(m.phase[&1], vec![-95_100_000.0, -95_098_000.0, -95_100_000.0]);
+    }
+}

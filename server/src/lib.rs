@@ -214,6 +214,12 @@ pub async fn serve(cfg: ServerConfig, listener: TcpListener, shutdown: Cancellat
         .layer(layer);
     info!(instance = %app.cfg.instance_id, addr = %listener.local_addr()?, "bandsync-server listening");
     let drained = CancellationToken::new();
+    // TCP_NODELAY: a tick or snapshot must leave now, not wait for the client's delayed ACK
+    // (Nagle + delayed ACK held small frames ~40 ms: p50 command round trip 36 ms without it).
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown({
         let drained = drained.clone();
         async move { drained.cancelled().await }

@@ -10,7 +10,8 @@
 //! T0 + c·interval: blocks of four — set_tempo t_b, seek to (b+1)·100 s, play, pause — so every
 //! change leaves a state (tempo, playing, position / 100 s) that differs from its neighbours and
 //! can be recognised in any member's snapshot, on any server that follows the protocol (no
-//! `version`, ack or `session_error` needed).
+//! `version`, ack or `session_error` needed). Session s's script is shifted by s/S of an
+//! interval, so the leaders' changes are spread evenly instead of arriving in one burst.
 //!
 //! Every member measures, in coordinator time (its agent's clock offset applied):
 //! - propagation: snapshot arrival − the change's scheduled instant, same-instance and
@@ -237,7 +238,11 @@ pub async fn run(
         .collect();
     let t0_ns = ctx.coord_start_ns + ramp_up.as_nanos() as i64 + 1_000_000_000;
     let interval_ns = interval.as_nanos() as i64;
-    let end_ns = t0_ns + i64::from(changes.max(1) - 1) * interval_ns + settle.as_nanos() as i64;
+    // Sessions' scripts are staggered over one interval (session s starts s/S of an interval
+    // later), as bands do not all change tempo in the same millisecond; a synchronised burst
+    // would measure the load generator's own queueing.
+    let stagger = |s: u64| (interval_ns as i128 * i128::from(s) / i128::from(sessions.max(1))) as i64;
+    let end_ns = t0_ns + i64::from(changes.max(1)) * interval_ns + settle.as_nanos() as i64;
     let start_agent = now_unix_ns();
     let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTS_IN_FLIGHT));
     // What holding the members costs this agent: peak RSS over the step minus RSS before it.
@@ -265,7 +270,7 @@ pub async fn run(
         let leader_instance = (s % instances) as usize;
         let state = Member {
             changes: i64::from(changes),
-            t0_ns,
+            t0_ns: t0_ns + stagger(s),
             interval_ns,
             leader: m == 0,
             same_instance: instance == leader_instance,

@@ -253,3 +253,47 @@ pub mod sync {
         format!("{PHASE_PREFIX}s{session}.b{segment}.i{instance}")
     }
 }
+
+/// `redis_failover` (document 3.1, with a real fault). The Socket.IO members record under
+/// [`sync`]'s names in the same metric set.
+pub mod failover {
+    /// Gauges (set by the coordinator, coordinator µs): when the fault began and ended.
+    pub const FAULT_BEGIN_US: &str = "fault_begin_us";
+    pub const FAULT_END_US: &str = "fault_end_us";
+    /// Counters: Redis operations that succeeded, failed, of which timed out.
+    pub const OPS_OK: &str = "ops_ok";
+    pub const OPS_FAILED: &str = "ops_failed";
+    pub const OPS_TIMED_OUT: &str = "ops_timed_out";
+    /// Gauges (min): the first failed operation (coordinator µs); (max) the last one.
+    pub const FIRST_FAILURE_US: &str = "first_failure_us";
+    pub const LAST_FAILURE_US: &str = "last_failure_us";
+    /// Gauge (max over agents): the first success after an agent's last failure (coordinator µs):
+    /// the slowest agent's recovery.
+    pub const RECOVERED_AT_US: &str = "recovered_at_us";
+    /// Counter: agents whose clients never succeeded again after failing.
+    pub const AGENTS_NOT_RECOVERED: &str = "agents_not_recovered";
+    /// Counter: agents that saw no failure at all.
+    pub const AGENTS_UNAFFECTED: &str = "agents_unaffected";
+    /// Counters: keys written before the fault; read back intact after it; missing or changed.
+    pub const KEYS_WRITTEN: &str = "keys_written";
+    pub const KEYS_KEPT: &str = "keys_kept";
+    pub const KEYS_LOST: &str = "keys_lost";
+    /// Counters: pooled operations that succeeded / failed; histogram of their pool wait, µs.
+    pub const POOL_OK: &str = "pool_ok";
+    pub const POOL_FAILED: &str = "pool_failed";
+    pub const POOL_WAIT_US: &str = "pool_wait_us";
+    /// Histogram: Redis operation latency, µs (failures included, at their timeout).
+    pub const LATENCY_US: &str = "latency_us";
+    /// Counters per server instance i: members whose session was playing during the fault, and
+    /// of them the ones that kept receiving ticks during it (graceful degradation).
+    pub fn outage_members(instance: usize) -> String {
+        format!("outage_members.i{instance}")
+    }
+    pub fn outage_ticking(instance: usize) -> String {
+        format!("outage_ticking.i{instance}")
+    }
+    /// Counters: members on another instance than their leader, with a change made during the
+    /// fault; and those that reached that change's state (or a later one) after it.
+    pub const OUTAGE_CROSS_EXPECTED: &str = "outage_cross_expected";
+    pub const OUTAGE_CROSS_SEEN: &str = "outage_cross_seen";
+}

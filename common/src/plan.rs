@@ -33,6 +33,7 @@ pub const STEP_KINDS: &[&str] = &[
     "redis_pool",
     "event_consistency",
     "session_sync",
+    "redis_failover",
 ];
 
 /// The checked plan.
@@ -44,6 +45,8 @@ pub struct Plan {
     pub run: RunOptions,
     pub testbed: Option<Testbed>,
     pub criteria: Criteria,
+    /// Faults the plan allows (`[faults] allow`): they affect every client of the target Redis.
+    pub faults: Vec<FaultMode>,
     pub steps: Vec<Step>,
     /// FNV-1a of the plan's source text, sent to agents so a run can be identified.
     pub hash: String,
@@ -210,6 +213,49 @@ pub enum StepSpec {
         ramp_up: Duration,
         settle: Duration,
     },
+    /// Document 3.1, made real: load for `warmup`, then the coordinator injects `mode` for
+    /// `duration` while every agent keeps `clients` Redis clients, a pool and Socket.IO members
+    /// (`sessions` × `members`, playing) busy, then `recovery` more of load. `keys` written
+    /// before the fault are read after it; `persist` (restart only) saves before stopping.
+    RedisFailover {
+        mode: FaultMode,
+        warmup: Duration,
+        duration: Duration,
+        recovery: Duration,
+        clients: u32,
+        keys: u64,
+        persist: bool,
+        sessions: u64,
+        members: u32,
+    },
+}
+
+/// A real Redis fault (`redis_failover`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultMode {
+    /// `CLIENT PAUSE <duration> ALL`: Redis stops answering for `duration`.
+    Pause,
+    /// `CLIENT KILL TYPE normal` and `TYPE pubsub`: every connection dropped at once.
+    KillClients,
+    /// The testbed's redis-server stopped (SIGKILL), kept down `duration`, started again.
+    Restart,
+}
+
+impl FaultMode {
+    pub const ALL: [FaultMode; 3] = [FaultMode::Pause, FaultMode::KillClients, FaultMode::Restart];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultMode::Pause => "pause",
+            FaultMode::KillClients => "kill_clients",
+            FaultMode::Restart => "restart",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FaultMode> {
+        FaultMode::ALL.into_iter().find(|m| m.name() == s)
+    }
 }
 
 /// How `redis_concurrent` clients reach Redis.
@@ -247,12 +293,14 @@ impl StepSpec {
             StepSpec::RedisPool { .. } => "redis_pool",
             StepSpec::EventConsistency { .. } => "event_consistency",
             StepSpec::SessionSync { .. } => "session_sync",
+            StepSpec::RedisFailover { .. } => "redis_failover",
         }
     }
 
     /// Does this step load BandSync servers (Socket.IO)?
     pub fn uses_servers(&self) -> bool {
         matches!(self, StepSpec::EventConsistency { .. } | StepSpec::SessionSync { .. })
+            || matches!(self, StepSpec::RedisFailover { sessions, .. } if *sessions > 0)
     }
 
     /// Steps that run on one agent while the others wait (concurrent load would spoil the figure).
@@ -344,7 +392,14 @@ struct RawPlan {
     run: Option<RawRun>,
     testbed: Option<Spanned<RawTestbed>>,
     criteria: Option<RawCriteria>,
+    faults: Option<RawFaults>,
     steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaults {
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -414,6 +469,11 @@ struct RawStep {
     settle: Option<Spanned<String>>,
     changes: Option<Spanned<i64>>,
     ramp_up: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    warmup: Option<Spanned<String>>,
+    recovery: Option<Spanned<String>>,
+    keys: Option<Spanned<i64>>,
+    persist: Option<Spanned<bool>>,
 }
 
 impl RawStep {
@@ -442,7 +502,12 @@ impl RawStep {
             interval,
             settle,
             changes,
-            ramp_up
+            ramp_up,
+            mode,
+            warmup,
+            recovery,
+            keys,
+            persist
         );
         v
     }
@@ -606,13 +671,46 @@ impl Validator<'_> {
                 "the plan has no steps: add at least one [[steps]] table",
             ));
         }
+        let mut faults = Vec::new();
+        if let Some(list) = raw.faults.and_then(|f| f.allow) {
+            for m in list.get_ref() {
+                match FaultMode::parse(m.get_ref()) {
+                    Some(mode) if !faults.contains(&mode) => faults.push(mode),
+                    Some(_) => {}
+                    None => {
+                        return Err(self.err(
+                            m.span(),
+                            "faults.allow",
+                            format!(
+                                "unknown fault `{}`: expected pause, kill_clients or restart",
+                                m.get_ref()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         let mut steps: Vec<Step> = Vec::with_capacity(steps_raw.len());
         let mut names: Vec<(String, bool)> = Vec::new();
         for (i, s) in steps_raw.into_iter().enumerate() {
             let span = s.span();
             let s = s.into_inner();
             let explicit = s.name.as_ref().map(|n| (n.get_ref().trim().to_owned(), n.span()));
+            let mode_span = s.mode.as_ref().map(|m| m.span());
             let step = self.step(i, span, s, run.step_timeout)?;
+            if let StepSpec::RedisFailover { mode, .. } = step.spec
+                && !faults.contains(&mode)
+            {
+                return Err(self.err(
+                    mode_span.unwrap_or(0..0),
+                    format!("steps[{i}].mode"),
+                    format!(
+                        "fault `{}` is not allowed by this plan: it affects every client of the target Redis; allow it with [faults] allow = [\"{}\"]",
+                        mode.name(),
+                        mode.name()
+                    ),
+                ));
+            }
             let name = match explicit {
                 Some((n, nspan)) => {
                     if n.is_empty() || n.len() > 64 {
@@ -650,6 +748,7 @@ impl Validator<'_> {
             run,
             testbed,
             criteria,
+            faults,
             steps,
             hash: format!("{:016x}", fnv1a(self.source.as_bytes())),
         })
@@ -744,6 +843,9 @@ impl Validator<'_> {
             "redis_pool" => &["pool_size", "interval", "duration"],
             "event_consistency" => &["clients", "interval", "settle"],
             "session_sync" => &["sessions", "members", "changes", "interval", "ramp_up", "settle"],
+            "redis_failover" => &[
+                "mode", "warmup", "duration", "recovery", "clients", "keys", "persist", "sessions", "members",
+            ],
             other => {
                 return Err(self.err(
                     kind.span(),
@@ -880,6 +982,68 @@ impl Validator<'_> {
                     }
                 }
                 spec
+            }
+            "redis_failover" => {
+                let mode = match &s.mode {
+                    Some(m) => FaultMode::parse(m.get_ref()).ok_or_else(|| {
+                        self.err(
+                            m.span(),
+                            f("mode"),
+                            format!(
+                                "unknown fault `{}`: expected pause, kill_clients or restart",
+                                m.get_ref()
+                            ),
+                        )
+                    })?,
+                    None => return Err(self.err(span, f("mode"), "missing: pause, kill_clients or restart")),
+                };
+                if mode == FaultMode::KillClients
+                    && let Some(d) = &s.duration
+                {
+                    return Err(self.err(
+                        d.span(),
+                        f("duration"),
+                        "kill_clients is instantaneous: remove duration",
+                    ));
+                }
+                if mode != FaultMode::Restart
+                    && let Some(p) = &s.persist
+                {
+                    return Err(self.err(
+                        p.span(),
+                        f("persist"),
+                        "only a restart can lose data: persist is for mode = \"restart\"",
+                    ));
+                }
+                let warmup = self.duration_or(s.warmup.clone(), &f("warmup"), Duration::from_secs(2))?;
+                let duration = match mode {
+                    FaultMode::KillClients => Duration::ZERO,
+                    _ => self.duration_or(s.duration.clone(), &f("duration"), Duration::from_secs(2))?,
+                };
+                let recovery = self.duration_or(s.recovery.clone(), &f("recovery"), Duration::from_secs(8))?;
+                let total = warmup + duration + recovery;
+                if total > Duration::from_secs(90) || total + Duration::from_secs(10) >= timeout {
+                    return Err(self.err(
+                        span,
+                        f("recovery"),
+                        format!(
+                            "warmup + duration + recovery = {} must be at most 90s and 10s shorter than the step timeout {}",
+                            fmt_duration(total),
+                            fmt_duration(timeout)
+                        ),
+                    ));
+                }
+                StepSpec::RedisFailover {
+                    mode,
+                    warmup,
+                    duration,
+                    recovery,
+                    clients: self.opt_count(&s.clients, &f("clients"), 4, 1, 1_000)? as u32,
+                    keys: self.opt_count(&s.keys, &f("keys"), 100, 1, 1_000_000)?,
+                    persist: s.persist.as_ref().is_some_and(|p| *p.get_ref()),
+                    sessions: self.opt_count(&s.sessions, &f("sessions"), 2, 0, 10_000)?,
+                    members: self.opt_count(&s.members, &f("members"), 4, 2, 1_000)? as u32,
+                }
             }
             "redis_pool" => {
                 let interval = self.duration_or(s.interval.clone(), &f("interval"), Duration::from_millis(50))?;

@@ -11,8 +11,10 @@ use serde::Serialize;
 
 use crate::clock::ClockEstimate;
 use crate::metrics::{HistSummary, MetricSet};
-use crate::names::{basic_ops, concurrent, event, integrity, memory, pool, sync, ts_gen, ts_precision, updates};
-use crate::plan::{Connections, Criteria, Locking, Step, StepSpec};
+use crate::names::{
+    basic_ops, concurrent, event, failover, integrity, memory, pool, sync, ts_gen, ts_precision, updates,
+};
+use crate::plan::{Connections, Criteria, FaultMode, Locking, Step, StepSpec};
 
 /// Bumped when a field of the JSON report changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -224,6 +226,62 @@ pub enum Figures {
     RedisPool(RedisPoolFigures),
     EventConsistency(EventConsistencyFigures),
     SessionSync(Box<SessionSyncFigures>),
+    RedisFailover(Box<FailoverFigures>),
+}
+
+/// Client settings the failover load uses, stated in the report (DEPENDENCIES.md).
+pub const FAILOVER_CLIENT_SETTINGS: &str = "redis-rs ConnectionManager: 1 retry, reconnect delay ≤ 500 ms, connection and response timeouts 500 ms; deadpool-redis pool of 4: wait/create/recycle timeouts 1 s; Socket.IO members reconnect every 0.2–2 s and re-join";
+
+/// Members of one server instance during the fault.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct InstanceDuringFault {
+    pub instance: u64,
+    /// Members whose session was playing through the fault.
+    pub members: u64,
+    /// Of them, the ones that kept receiving ticks during it (at least half of the ticks due).
+    pub kept_ticking: u64,
+}
+
+/// `redis_failover`: the document's "Redis unavailable" scenario with a real fault.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct FailoverFigures {
+    pub mode: FaultMode,
+    /// The fault as the coordinator injected it (coordinator ms since the epoch) and its length.
+    pub fault_begin_unix_ms: Option<f64>,
+    pub fault_end_unix_ms: Option<f64>,
+    pub fault_ms: Option<f64>,
+    pub ops_ok: u64,
+    pub ops_failed: u64,
+    pub ops_timed_out: u64,
+    /// The first failed operation after the fault began, ms (how fast clients noticed).
+    pub detection_ms: Option<f64>,
+    /// From the fault's end to the first success after the last failure, slowest agent, ms.
+    pub recovery_ms: Option<f64>,
+    pub agents_not_recovered: u64,
+    pub agents_unaffected: u64,
+    pub latency_us: HistSummary,
+    pub keys_written: u64,
+    pub keys_kept: u64,
+    pub keys_lost: u64,
+    pub pool_ok: u64,
+    pub pool_failed: u64,
+    pub pool_wait_us: HistSummary,
+    pub client_settings: String,
+    /// BandSync side: per instance, members that kept receiving ticks during the fault.
+    pub instances: Vec<InstanceDuringFault>,
+    /// Members on another instance than their leader (with a change made during the fault), and
+    /// those that reached the state of the fault's last change, or a later one, after it.
+    pub cross_instance_members: u64,
+    pub cross_instance_members_reached: u64,
+    /// Members ending in their leader's final state.
+    pub convergence_rate: Option<f64>,
+    pub members_connected: u64,
+    pub reconnects: u64,
+    /// The document's fields, from the measurements.
+    pub graceful_degradation: bool,
+    pub reconnection_working: bool,
+    pub data_persisted: bool,
+    pub overall_rating: String,
 }
 
 /// Document 1.2, cross-event timestamp consistency, all clients together.
@@ -628,6 +686,11 @@ impl Report {
                     f.snapshots_without_version,
                     f.snapshots
                 )),
+                Some(Figures::RedisFailover(f)) => notes.push(format!(
+                    "Failover ({}): the document disconnects its own client, sleeps 1 s and reports success; here the coordinator injected a real fault while every agent kept loading Redis, a pool and Socket.IO members, and detection, recovery and data kept are measured in coordinator time. Client settings: {}.",
+                    f.mode.name(),
+                    f.client_settings
+                )),
                 Some(Figures::SessionIntegrity(_)) | None => {}
             }
         }
@@ -707,6 +770,77 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, y) => x.or(y),
+    }
+}
+
+fn failover_figures(m: &MetricSet, mode: FaultMode) -> FailoverFigures {
+    let hist = |name: &str| m.histogram(name).map(HistSummary::of).unwrap_or_default();
+    let begin = m.gauge(failover::FAULT_BEGIN_US);
+    let end = m.gauge(failover::FAULT_END_US);
+    let failed = m.counter(failover::OPS_FAILED);
+    let first_failure = m.gauge(failover::FIRST_FAILURE_US).filter(|_| failed > 0);
+    let recovered = m.gauge(failover::RECOVERED_AT_US).filter(|_| failed > 0);
+    let not_recovered = m.counter(failover::AGENTS_NOT_RECOVERED);
+    let mut instances = Vec::new();
+    for i in 0..64usize {
+        let members = m.counter(&failover::outage_members(i));
+        if members == 0 && !m.counters.contains_key(&failover::outage_members(i)) {
+            continue;
+        }
+        instances.push(InstanceDuringFault {
+            instance: i as u64,
+            members,
+            kept_ticking: m.counter(&failover::outage_ticking(i)),
+        });
+    }
+    let connected = m.counter(sync::MEMBERS_CONNECTED);
+    let planned = m.counter(sync::MEMBERS_PLANNED);
+    let convergence = (planned > 0).then(|| ratio(m.counter(sync::CONVERGED), planned));
+    let keys_written = m.counter(failover::KEYS_WRITTEN);
+    let keys_kept = m.counter(failover::KEYS_KEPT);
+    let graceful = !instances.is_empty()
+        && instances.iter().all(|i| i.members > 0 && i.kept_ticking == i.members)
+        && m.counter(failover::OUTAGE_CROSS_SEEN) == m.counter(failover::OUTAGE_CROSS_EXPECTED)
+        && convergence == Some(1.0);
+    let reconnection = not_recovered == 0 && m.counter(failover::OPS_OK) > 0;
+    let persisted = keys_written > 0 && keys_kept == keys_written;
+    FailoverFigures {
+        mode,
+        fault_begin_unix_ms: begin.map(|v| v / 1000.0),
+        fault_end_unix_ms: end.map(|v| v / 1000.0),
+        fault_ms: begin.zip(end).map(|(b, e)| (e - b) / 1000.0),
+        ops_ok: m.counter(failover::OPS_OK),
+        ops_failed: failed,
+        ops_timed_out: m.counter(failover::OPS_TIMED_OUT),
+        detection_ms: first_failure.zip(begin).map(|(f, b)| (f - b) / 1000.0),
+        recovery_ms: recovered
+            .zip(end)
+            .filter(|_| not_recovered == 0)
+            .map(|(r, e)| ((r - e) / 1000.0).max(0.0)),
+        agents_not_recovered: not_recovered,
+        agents_unaffected: m.counter(failover::AGENTS_UNAFFECTED),
+        latency_us: hist(failover::LATENCY_US),
+        keys_written,
+        keys_kept,
+        keys_lost: m.counter(failover::KEYS_LOST),
+        pool_ok: m.counter(failover::POOL_OK),
+        pool_failed: m.counter(failover::POOL_FAILED),
+        pool_wait_us: hist(failover::POOL_WAIT_US),
+        client_settings: FAILOVER_CLIENT_SETTINGS.to_owned(),
+        instances,
+        cross_instance_members: m.counter(failover::OUTAGE_CROSS_EXPECTED),
+        cross_instance_members_reached: m.counter(failover::OUTAGE_CROSS_SEEN),
+        convergence_rate: convergence,
+        members_connected: connected,
+        reconnects: m.counter(sync::RECONNECTS),
+        graceful_degradation: graceful,
+        reconnection_working: reconnection,
+        data_persisted: persisted,
+        overall_rating: if (graceful || planned == 0) && reconnection {
+            "Excellent".to_owned()
+        } else {
+            "Needs Improvement".to_owned()
+        },
     }
 }
 
@@ -853,6 +987,7 @@ fn ratio(num: u64, den: u64) -> f64 {
 fn compute_figures(spec: &StepSpec, m: &MetricSet, criteria: &Criteria, agents: usize) -> Figures {
     match spec {
         StepSpec::EventConsistency { .. } => Figures::EventConsistency(event_figures(m)),
+        StepSpec::RedisFailover { mode, .. } => Figures::RedisFailover(Box::new(failover_figures(m, *mode))),
         StepSpec::SessionSync { sessions, members, .. } => {
             Figures::SessionSync(Box::new(sync_figures(m, *sessions, *members, agents as u64)))
         }
@@ -1238,11 +1373,36 @@ fn evaluate_criteria(steps: &[StepReport], c: &Criteria, leftover: Option<u64>) 
         concurrent.map(|v| (pct(v), v > c.concurrent_success_rate)),
         "document",
     ));
+    let failovers: Vec<&FailoverFigures> = steps
+        .iter()
+        .filter_map(|s| match &s.figures {
+            Some(Figures::RedisFailover(f)) => Some(&**f),
+            _ => None,
+        })
+        .collect();
+    let recovery = if failovers.is_empty() {
+        None
+    } else if let Some(f) = failovers.iter().find(|f| f.recovery_ms.is_none()) {
+        Some((
+            format!(
+                "not recovered ({} agent(s) never succeeded again after {})",
+                f.agents_not_recovered,
+                f.mode.name()
+            ),
+            false,
+        ))
+    } else {
+        let worst = failovers.iter().filter_map(|f| f.recovery_ms).fold(0.0, f64::max);
+        Some((
+            format!("{:.2} s (slowest agent, worst fault)", worst / 1000.0),
+            worst < 10_000.0,
+        ))
+    };
     out.push(criterion(
         "recovery_time",
         "Recovery Time (failover)",
         "< 10 s".to_owned(),
-        None,
+        recovery,
         "document",
     ));
     let integrity_rate = worst(
@@ -1301,11 +1461,21 @@ fn evaluate_criteria(steps: &[StepReport], c: &Criteria, leftover: Option<u64>) 
         recovery.map(|v| (pct(v), v > c.memory_recovery)),
         "document",
     ));
+    let with_members: Vec<_> = failovers.iter().filter(|f| !f.instances.is_empty()).collect();
     out.push(criterion(
         "graceful_degradation",
         "Error handling: graceful degradation",
         "in all scenarios".to_owned(),
-        None,
+        (!with_members.is_empty()).then(|| {
+            let ok = with_members.iter().filter(|f| f.graceful_degradation).count();
+            (
+                format!(
+                    "{ok} of {} fault scenarios (members on every instance kept ticking, all converged)",
+                    with_members.len()
+                ),
+                ok == with_members.len(),
+            )
+        }),
         "document",
     ));
     // Lost updates under real optimistic locking must be zero (the `none` mode loses them by design).
@@ -1470,6 +1640,10 @@ fn overall_rating(steps: &[StepReport]) -> (Overall, Option<String>) {
                 "Good" => 2,
                 _ => 1,
             },
+            Some(Figures::RedisFailover(f)) => {
+                fixed.push(format!("Redis Unavailable Scenario (measured: {})", f.overall_rating));
+                2
+            }
             // Not a test of the document: outside its score.
             Some(Figures::SessionSync(_)) => {
                 max_score -= 3;
@@ -1555,6 +1729,12 @@ fn recommendations(steps: &[StepReport]) -> Vec<String> {
                 "Session sync: {} member×change deliveries missed and {:.1}% of members converged: check the Redis adapter between instances and reconnect handling",
                 f.missed_changes,
                 f.convergence_rate * 100.0
+            )),
+            Some(Figures::RedisFailover(f)) if !f.data_persisted && f.keys_written > 0 => out.push(format!(
+                "{} of {} keys written before the {} were lost: enable persistence (AOF or RDB) if sessions must survive a Redis restart",
+                f.keys_lost,
+                f.keys_written,
+                f.mode.name()
             )),
             Some(Figures::SessionSync(f)) if f.connect_failures > 0 => out.push(format!(
                 "Session sync: {} members could not connect: raise the servers' connection limits or ramp up more slowly",
@@ -1878,7 +2058,11 @@ pub fn render_text(r: &Report) -> String {
         }
     }
 
-    let failover: Vec<_> = r.steps.iter().filter(|s| s.kind == "redis_pool").collect();
+    let failover: Vec<_> = r
+        .steps
+        .iter()
+        .filter(|s| s.kind == "redis_pool" || s.kind == "redis_failover")
+        .collect();
     if !failover.is_empty() {
         let _ = writeln!(w, "\n🛡️ FAILOVER SUMMARY:");
     }
@@ -1907,6 +2091,7 @@ pub fn render_text(r: &Report) -> String {
                     f.connections_opened
                 );
             }
+            Some(Figures::RedisFailover(f)) => render_failover(w, &s.name, f),
             _ => no_result(w, s),
         }
     }
@@ -2068,6 +2253,84 @@ pub fn render_text(r: &Report) -> String {
         }
     }
     o
+}
+
+fn render_failover(w: &mut String, name: &str, f: &FailoverFigures) {
+    let ms = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.0} ms"));
+    let _ = writeln!(w, "\n  Redis Unavailable Scenario ({name}: {}):", f.mode.name());
+    let _ = writeln!(
+        w,
+        "    Fault: {} for {}",
+        match f.mode {
+            FaultMode::Pause => "CLIENT PAUSE ALL",
+            FaultMode::KillClients => "CLIENT KILL of every connection",
+            FaultMode::Restart => "redis-server stopped and started again",
+        },
+        ms(f.fault_ms)
+    );
+    let _ = writeln!(
+        w,
+        "    Graceful Degradation: {}",
+        if f.instances.is_empty() {
+            "not measured (no Socket.IO members)".to_owned()
+        } else if f.graceful_degradation {
+            "✅ members on every instance kept receiving ticks; all converged".to_owned()
+        } else {
+            "❌ some members stopped receiving ticks or did not converge".to_owned()
+        }
+    );
+    for i in &f.instances {
+        let _ = writeln!(
+            w,
+            "      instance {}: {} of {} members kept ticking during the fault",
+            i.instance, i.kept_ticking, i.members
+        );
+    }
+    if f.cross_instance_members > 0 || !f.instances.is_empty() {
+        let _ = writeln!(
+            w,
+            "      the fault's last change reached {} of {} members on other instances afterwards; convergence {}",
+            f.cross_instance_members_reached,
+            f.cross_instance_members,
+            f.convergence_rate
+                .map_or_else(|| "n/a".to_owned(), |c| format!("{:.1}%", c * 100.0))
+        );
+    }
+    let _ = writeln!(
+        w,
+        "    Reconnection Working: {}",
+        if f.reconnection_working { "✅ yes" } else { "❌ no" }
+    );
+    let _ = writeln!(
+        w,
+        "    Data Persisted: {} ({} of {} keys written before the fault read back, {} lost)",
+        if f.data_persisted { "✅ yes" } else { "❌ no" },
+        f.keys_kept,
+        f.keys_written,
+        f.keys_lost
+    );
+    let _ = writeln!(
+        w,
+        "    Detection: {}  Recovery Time: {}{}",
+        ms(f.detection_ms),
+        ms(f.recovery_ms),
+        if f.agents_unaffected > 0 {
+            format!(" ({} agent(s) saw no failure)", f.agents_unaffected)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        w,
+        "    Operations: {} ok, {} failed ({} timed out); pool {} ok, {} failed, wait p99 {:.1} ms",
+        group(f.ops_ok as f64),
+        group(f.ops_failed as f64),
+        group(f.ops_timed_out as f64),
+        group(f.pool_ok as f64),
+        group(f.pool_failed as f64),
+        f.pool_wait_us.p99 as f64 / 1000.0
+    );
+    let _ = writeln!(w, "    Overall Rating: {}", f.overall_rating);
 }
 
 fn render_sync(w: &mut String, name: &str, f: &SessionSyncFigures) {

@@ -17,11 +17,11 @@ fn malformed_plans_give_their_exact_error_and_line() {
     let cases: Vec<(String, &str)> = vec![
         (
             "nmae = \"x\"\n".into(),
-            "plan.toml:1:1: nmae: unknown field `nmae`, expected one of `name`, `description`, `target`, `run`, `testbed`, `criteria`, `steps`",
+            "plan.toml:1:1: nmae: unknown field `nmae`, expected one of `name`, `description`, `target`, `run`, `testbed`, `criteria`, `faults`, `steps`",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterashuns = 5\n"),
-            "plan.toml:5:1: steps[0].iterashuns: unknown field `iterashuns`, expected one of `name`, `kind`, `timeout`, `iterations`, `batch_size`, `duration`, `max_samples`, `members`, `clients`, `operations`, `connections`, `sessions`, `sample`, `updaters`, `updates`, `locking`, `max_retries`, `pool_size`, `interval`, `settle`, `changes`, `ramp_up`",
+            "plan.toml:5:1: steps[0].iterashuns: unknown field `iterashuns`, expected one of `name`, `kind`, `timeout`, `iterations`, `batch_size`, `duration`, `max_samples`, `members`, `clients`, `operations`, `connections`, `sessions`, `sample`, `updaters`, `updates`, `locking`, `max_retries`, `pool_size`, `interval`, `settle`, `changes`, `ramp_up`, `mode`, `warmup`, `recovery`, `keys`, `persist`",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterations = \"many\"\n"),
@@ -53,11 +53,11 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_fancy\"\n"),
-            "plan.toml:4:8: steps[0].kind: unknown step kind `redis_fancy`: expected one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync",
+            "plan.toml:4:8: steps[0].kind: unknown step kind `redis_fancy`: expected one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync, redis_failover",
         ),
         (
             format!("{t}[[steps]]\n"),
-            "plan.toml:3:1: steps[0].kind: missing: one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync",
+            "plan.toml:3:1: steps[0].kind: missing: one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync, redis_failover",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nduration = \"5s\"\n"),
@@ -155,6 +155,18 @@ fn malformed_plans_give_their_exact_error_and_line() {
         (
             "[target]\nservers = [\"http://127.0.0.1:3000\"]\n[testbed]\n[[steps]]\nkind = \"redis_basic_ops\"\n".into(),
             "plan.toml:2:11: target.servers: conflicts with the 2 servers [testbed] starts: set [testbed] servers = 0, or remove target.servers",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_failover\"\nmode = \"restart\"\n"),
+            "plan.toml:5:8: steps[0].mode: fault `restart` is not allowed by this plan: it affects every client of the target Redis; allow it with [faults] allow = [\"restart\"]",
+        ),
+        (
+            format!("{t}[faults]\nallow = [\"unplug\"]\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
+            "plan.toml:4:10: faults.allow: unknown fault `unplug`: expected pause, kill_clients or restart",
+        ),
+        (
+            format!("{t}[faults]\nallow = [\"kill_clients\"]\n[[steps]]\nkind = \"redis_failover\"\nmode = \"kill_clients\"\nduration = \"2s\"\n"),
+            "plan.toml:8:12: steps[0].duration: kill_clients is instantaneous: remove duration",
         ),
     ];
     let mut failures = Vec::new();

@@ -63,6 +63,8 @@ pub struct Controller<'a> {
     current_step: Option<String>,
     started: Instant,
     progress: Box<dyn ProgressSink>,
+    /// The testbed's redis-server, for restart faults.
+    pub redis_control: Option<crate::fault::RedisControl>,
 }
 
 impl<'a> Controller<'a> {
@@ -82,6 +84,7 @@ impl<'a> Controller<'a> {
             current_step: None,
             started: Instant::now(),
             progress: ProgressMode::Log.sink(),
+            redis_control: None,
         }
     }
 
@@ -329,6 +332,23 @@ impl<'a> Controller<'a> {
             }
         }
         info!(step = %step.name, kind = step.spec.kind(), agents = count, "step scheduled");
+        let fault = match step.spec {
+            bandsync_common::plan::StepSpec::RedisFailover {
+                mode,
+                warmup,
+                duration,
+                persist,
+                ..
+            } if !pending.is_empty() => {
+                let (url, control) = (self.redis_url.clone(), self.redis_control.clone());
+                let at = start_at + warmup.as_nanos() as i64;
+                info!(step = %step.name, fault = mode.name(), "fault scheduled");
+                Some(tokio::spawn(async move {
+                    crate::fault::inject(mode, at, duration, persist, &url, control).await
+                }))
+            }
+            _ => None,
+        };
 
         let started = Instant::now() + Duration::from_nanos(lead_ns as u64);
         // The agents stop by themselves at `timeout`; the grace covers cleanup and the trip back.
@@ -426,6 +446,30 @@ impl<'a> Controller<'a> {
             }
         }
         record.duration_s = Instant::now().saturating_duration_since(started).as_secs_f64();
+        if let Some(task) = fault {
+            // A fault outlasting its step (an aborted run) is not waited for beyond 30 s.
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(f))) => {
+                    use bandsync_common::metrics::GaugeMerge;
+                    use bandsync_common::names::failover as n;
+                    record
+                        .merged
+                        .set_gauge(n::FAULT_BEGIN_US, (f.began_ns / 1000) as f64, GaugeMerge::Min);
+                    record
+                        .merged
+                        .set_gauge(n::FAULT_END_US, (f.ended_ns / 1000) as f64, GaugeMerge::Max);
+                }
+                Ok(Ok(Err(e))) => record
+                    .failures
+                    .push(("coordinator".into(), format!("fault injection: {e}"))),
+                Ok(Err(e)) => record
+                    .failures
+                    .push(("coordinator".into(), format!("fault injection panicked: {e}"))),
+                Err(_) => record
+                    .failures
+                    .push(("coordinator".into(), "fault injection did not end within 30 s".into())),
+            }
+        }
         let p = self.step_progress(
             &live,
             started,

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod controller;
+pub mod fault;
 pub mod progress;
 pub mod service;
 pub mod target;
@@ -101,6 +102,8 @@ pub struct RunConfig {
     pub tls: Option<ServerTls>,
     /// Live progress: log lines, or a spinner per step on a terminal.
     pub progress: progress::ProgressMode,
+    /// The testbed's redis-server, for `redis_failover` restarts (None: not ours to restart).
+    pub redis_control: Option<fault::RedisControl>,
 }
 
 /// PEM files of the coordinator's TLS identity, and of the CA agents' certificates must chain to.
@@ -192,7 +195,23 @@ pub async fn run(
     };
     info!(%listen, run = %run_id, plan = %plan.name, expected = expected_agents, "waiting for agents");
 
+    if let Some(step) = plan.steps.iter().find(|s| {
+        matches!(
+            s.spec,
+            bandsync_common::plan::StepSpec::RedisFailover {
+                mode: bandsync_common::plan::FaultMode::Restart,
+                ..
+            }
+        )
+    }) && config.redis_control.is_none()
+    {
+        return Err(CoordinatorError::Usage(format!(
+            "step `{}` restarts Redis: only the testbed's own redis-server can be restarted ([testbed] redis = true, no --redis-url)",
+            step.name
+        )));
+    }
     let mut ctl = Controller::new(plan, run_id.clone(), redis_url.clone(), shutdown.clone());
+    ctl.redis_control = config.redis_control.clone();
     ctl.set_progress(config.progress);
     match ctl
         .wait_for_agents(&mut joins, expected_agents, plan.run.agent_wait)
@@ -233,6 +252,10 @@ pub async fn run(
             break;
         }
         let mut record = ctl.run_step(i as u32, step).await;
+        if matches!(step.spec, StepSpec::RedisFailover { .. }) && redis.is_some() {
+            // The fault dropped (or restarted) every connection, ours included: open a new one.
+            redis = Some(target::connect(&redis_url).await?);
+        }
         if let (StepSpec::SessionConcurrentUpdates { .. }, Some(con)) = (&step.spec, redis.as_mut())
             && let Err(e) = target::verify_shared_session(con, &run_prefix, &mut record.merged).await
         {
@@ -389,10 +412,10 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
     };
 
     // A private Redis when the plan wants one and no URL was given.
-    let redis = if plan.target.redis_url.is_none() {
+    let redis: Option<fault::RedisControl> = if plan.target.redis_url.is_none() {
         let server = RedisServer::start().await?;
         plan.target.redis_url = Some(server.url());
-        Some(server)
+        Some(std::sync::Arc::new(tokio::sync::Mutex::new(server)))
     } else {
         None
     };
@@ -457,6 +480,7 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
             token,
             tls: opts.tls,
             progress: opts.progress,
+            redis_control: redis.clone(),
         },
         shutdown,
     )

@@ -58,6 +58,18 @@ impl RedisServer {
     /// Starts a new, empty server on the same port (after `kill`): Redis restarted without data.
     pub async fn restart(&mut self) -> Result<(), TestbedError> {
         self.kill();
+        self.forget_data();
+        self.start_again().await
+    }
+
+    /// Deletes the RDB file a `SAVE` left, so the next start is empty.
+    pub fn forget_data(&self) {
+        let _ = std::fs::remove_file(self._dir.path().join("dump.rdb"));
+    }
+
+    /// Starts the server again on its port (after `kill`), loading the RDB file if a `SAVE` left
+    /// one (persistence) and it was not forgotten.
+    pub async fn start_again(&mut self) -> Result<(), TestbedError> {
         let mut last = String::new();
         for _ in 0..20 {
             self.child = spawn_redis(self.port, self._dir.path())?;

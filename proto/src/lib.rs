@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bandsync_common::clock::ClockEstimate;
 use bandsync_common::metrics::{self, GaugeMerge, MetricSet, MetricsError};
-use bandsync_common::plan::{Connections, Locking, StepSpec};
+use bandsync_common::plan::{Connections, FaultMode, Locking, StepSpec};
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
@@ -182,6 +182,31 @@ impl From<&StepSpec> for pb::StepSpec {
                 ramp_up_ms: millis(ramp_up),
                 settle_ms: millis(settle),
             }),
+            StepSpec::RedisFailover {
+                mode,
+                warmup,
+                duration,
+                recovery,
+                clients,
+                keys,
+                persist,
+                sessions,
+                members,
+            } => Kind::RedisFailover(pb::RedisFailover {
+                mode: match mode {
+                    FaultMode::Pause => pb::FaultMode::Pause,
+                    FaultMode::KillClients => pb::FaultMode::KillClients,
+                    FaultMode::Restart => pb::FaultMode::Restart,
+                } as i32,
+                warmup_ms: millis(warmup),
+                duration_ms: millis(duration),
+                recovery_ms: millis(recovery),
+                clients,
+                keys,
+                persist,
+                sessions,
+                members,
+            }),
         };
         pb::StepSpec { kind: Some(kind) }
     }
@@ -250,6 +275,22 @@ impl TryFrom<&pb::StepSpec> for StepSpec {
                 interval: Duration::from_millis(e.interval_ms.max(1)),
                 ramp_up: Duration::from_millis(e.ramp_up_ms),
                 settle: Duration::from_millis(e.settle_ms),
+            },
+            Kind::RedisFailover(f) => StepSpec::RedisFailover {
+                mode: match pb::FaultMode::try_from(f.mode) {
+                    Ok(pb::FaultMode::Pause) => FaultMode::Pause,
+                    Ok(pb::FaultMode::KillClients) => FaultMode::KillClients,
+                    Ok(pb::FaultMode::Restart) => FaultMode::Restart,
+                    Err(_) => return Err(ConvertError::Missing("RedisFailover.mode")),
+                },
+                warmup: Duration::from_millis(f.warmup_ms),
+                duration: Duration::from_millis(f.duration_ms),
+                recovery: Duration::from_millis(f.recovery_ms),
+                clients: f.clients.max(1),
+                keys: f.keys,
+                persist: f.persist,
+                sessions: f.sessions,
+                members: f.members.max(2),
             },
         })
     }
@@ -363,6 +404,17 @@ mod tests {
                 interval: Duration::from_millis(500),
                 ramp_up: Duration::from_secs(2),
                 settle: Duration::from_secs(2),
+            },
+            StepSpec::RedisFailover {
+                mode: FaultMode::Restart,
+                warmup: Duration::from_secs(2),
+                duration: Duration::from_secs(3),
+                recovery: Duration::from_secs(8),
+                clients: 4,
+                keys: 100,
+                persist: true,
+                sessions: 2,
+                members: 4,
             },
         ] {
             let wire = pb::StepSpec::from(&s);

@@ -4,6 +4,7 @@
 
 pub mod concurrent;
 pub mod event;
+pub mod failover;
 pub mod memory;
 pub mod persistence;
 pub mod pool;
@@ -130,5 +131,16 @@ pub async fn run(spec: &StepSpec, ctx: &StepContext) -> Result<MetricSet, Worklo
             ramp_up,
             settle,
         } => sync::run(sessions, members, changes, interval, ramp_up, settle, ctx).await,
+        StepSpec::RedisFailover {
+            mode,
+            warmup,
+            duration,
+            recovery,
+            clients,
+            keys,
+            persist: _,
+            sessions,
+            members,
+        } => failover::run(mode, warmup, duration, recovery, clients, keys, sessions, members, ctx).await,
     }
 }

@@ -61,7 +61,41 @@ fn tempo_of_block(b: i64) -> i64 {
     101 + b.rem_euclid(199)
 }
 
-/// The state after change `c` of the script (c = -1: a new session).
+/// Which script a session's leader runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Script {
+    /// set_tempo, seek, play, pause, repeated (session_sync).
+    #[default]
+    Band,
+    /// play, then a tempo change every interval, never stopping (redis_failover: ticks must
+    /// flow through the whole fault).
+    Playing,
+}
+
+impl Script {
+    pub fn expected(self, c: i64) -> State {
+        match self {
+            Script::Band => expected(c),
+            Script::Playing if c < 0 => expected(c),
+            Script::Playing => State {
+                tempo: if c == 0 { 100 } else { tempo_of_block(c) },
+                playing: true,
+                block: 0,
+                at_mark: false,
+            },
+        }
+    }
+
+    pub fn command(self, c: i64, session: &str) -> (&'static str, Value) {
+        match self {
+            Script::Band => command(c, session),
+            Script::Playing if c == 0 => ("play", json!({"sessionId": session})),
+            Script::Playing => ("set_tempo", json!({"sessionId": session, "tempo": tempo_of_block(c)})),
+        }
+    }
+}
+
+/// The state after change `c` of the band script (c = -1: a new session).
 pub fn expected(c: i64) -> State {
     if c < 0 {
         return State {
@@ -116,6 +150,10 @@ pub struct Member {
     pub interval_ns: i64,
     pub leader: bool,
     pub same_instance: bool,
+    pub script: Script,
+    /// A fault's window (coordinator ns): ticks and recognised changes inside it are counted.
+    pub window: Option<(i64, i64)>,
+    pub ticks_in_window: u64,
     next_c: i64,
     last_state: Option<State>,
     last_version: Option<u64>,
@@ -179,12 +217,28 @@ impl Member {
         }
     }
 
+    fn in_window(&self, t: i64) -> bool {
+        self.window.is_some_and(|(a, b)| t >= a && t < b)
+    }
+
+    /// Did this member, after the fault, reach the state of the last change made during it (or
+    /// a later one)? None when no change fell inside the window.
+    pub fn reached_outage_state(&self) -> Option<bool> {
+        let last = (0..self.changes)
+            .rev()
+            .find(|c| self.in_window(self.scheduled_ns(*c)))?;
+        Some(self.next_c > last)
+    }
+
     /// A `scroll_tick` arrived at coordinator time `at_ns`.
     pub fn on_tick(&mut self, v: &Value, at_ns: i64) {
         let Some(p) = v.get("positionMs").and_then(Value::as_f64) else {
             return;
         };
         self.ticks += 1;
+        if self.in_window(at_ns) {
+            self.ticks_in_window += 1;
+        }
         let block = (p / BLOCK_MS).floor() as i64;
         let samples = self.phase.entry(block).or_default();
         if samples.len() < PHASE_SAMPLES {
@@ -208,13 +262,26 @@ impl Member {
     pub fn finish(&mut self) -> bool {
         self.missed += (self.changes - self.next_c).max(0) as u64;
         self.next_c = self.changes;
-        self.last_state == Some(expected(self.changes - 1))
+        self.last_state == Some(self.script.expected(self.changes - 1))
     }
 }
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// What `run_with` runs: session_sync's parameters, the script, and an optional fault window.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    pub sessions: u64,
+    pub members: u32,
+    pub changes: u32,
+    pub interval: Duration,
+    pub ramp_up: Duration,
+    pub settle: Duration,
+    pub script: Script,
+    pub window: Option<(i64, i64)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -227,6 +294,30 @@ pub async fn run(
     settle: Duration,
     ctx: &StepContext,
 ) -> Result<MetricSet, WorkloadError> {
+    let params = Params {
+        sessions,
+        members,
+        changes,
+        interval,
+        ramp_up,
+        settle,
+        script: Script::Band,
+        window: None,
+    };
+    run_with(params, ctx).await
+}
+
+pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+    let Params {
+        sessions,
+        members,
+        changes,
+        interval,
+        ramp_up,
+        settle,
+        script,
+        window,
+    } = p;
     if ctx.servers.is_empty() {
         return Err(WorkloadError::Internal("no BandSync server in the target".into()));
     }
@@ -274,6 +365,8 @@ pub async fn run(
             interval_ns,
             leader: m == 0,
             same_instance: instance == leader_instance,
+            script,
+            window,
             ..Member::default()
         };
         let slot = start_agent + (ramp_up.as_nanos() as u64 * k as u64 / count) as i64;
@@ -359,6 +452,23 @@ pub async fn run(
 
 fn fold(m: &mut MetricSet, mut member: Member, emitted: u64, emit_lag_us: &[u64], session: u64, instance: usize) {
     let converged = member.finish();
+    if let Some((a, b)) = member.window {
+        use bandsync_common::names::failover as f;
+        // Kept ticking: at least half the ticks the window holds (one per 100 ms).
+        let due = ((b - a) / 100_000_000).max(1) as u64;
+        m.add_counter(&f::outage_members(instance), 1);
+        m.add_counter(
+            &f::outage_ticking(instance),
+            u64::from(member.ticks_in_window * 2 >= due),
+        );
+        if !member.leader
+            && !member.same_instance
+            && let Some(reached) = member.reached_outage_state()
+        {
+            m.add_counter(f::OUTAGE_CROSS_EXPECTED, 1);
+            m.add_counter(f::OUTAGE_CROSS_SEEN, u64::from(reached));
+        }
+    }
     m.add_counter(n::MEMBERS_CONNECTED, 1);
     m.add_counter(n::RECONNECTS, member.reconnects);
     if member.leader {
@@ -507,7 +617,8 @@ impl Job {
                     if !sleep_until_agent_ns(due, cancel).await {
                         return false;
                     }
-                    let (event, payload) = command(c, &self.session);
+                    let script = self.state.lock().unwrap().script;
+                    let (event, payload) = script.command(c, &self.session);
                     let lag = now_unix_ns() - due;
                     match client.emit(event, payload).await {
                         Ok(()) => {

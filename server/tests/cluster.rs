@@ -491,10 +491,24 @@ async fn malformed_payloads_are_rejected_with_their_code_and_change_nothing() {
     }
     assert_eq!(
         c.stored("s5").await.unwrap(),
-        (version, data),
+        (version, data.clone()),
         "rejected commands changed the session"
     );
     assert!(c.stored("s6").await.is_none());
+
+    // A payload that is not JSON: the packet cannot be parsed; nothing changes, the server lives on.
+    let raw = Member::connect(&c.a.url).await;
+    #[allow(deprecated)]
+    let _ = raw
+        .client
+        .emit("join_session", Payload::String("{not json".into()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        c.stored("s5").await.unwrap(),
+        (version, data),
+        "non-JSON changed the session"
+    );
 
     // A payload over the size limit closes that connection; the server and the session live on.
     let big = Member::connect(&c.a.url).await;

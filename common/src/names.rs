@@ -281,6 +281,8 @@ pub mod failover {
     /// Counters: pooled operations that succeeded / failed; histogram of their pool wait, µs.
     pub const POOL_OK: &str = "pool_ok";
     pub const POOL_FAILED: &str = "pool_failed";
+    /// Counter: connections the pool opened after the fault began (reconnections).
+    pub const POOL_RECONNECTS: &str = "pool_reconnects";
     pub const POOL_WAIT_US: &str = "pool_wait_us";
     /// Histogram: Redis operation latency, µs (failures included, at their timeout).
     pub const LATENCY_US: &str = "latency_us";

@@ -265,6 +265,8 @@ pub struct FailoverFigures {
     pub keys_lost: u64,
     pub pool_ok: u64,
     pub pool_failed: u64,
+    /// Connections the agents' pools opened after the fault began.
+    pub pool_reconnects: u64,
     pub pool_wait_us: HistSummary,
     pub client_settings: String,
     /// BandSync side: per instance, members that kept receiving ticks during the fault.
@@ -825,6 +827,7 @@ fn failover_figures(m: &MetricSet, mode: FaultMode) -> FailoverFigures {
         keys_lost: m.counter(failover::KEYS_LOST),
         pool_ok: m.counter(failover::POOL_OK),
         pool_failed: m.counter(failover::POOL_FAILED),
+        pool_reconnects: m.counter(failover::POOL_RECONNECTS),
         pool_wait_us: hist(failover::POOL_WAIT_US),
         client_settings: FAILOVER_CLIENT_SETTINGS.to_owned(),
         instances,
@@ -2322,12 +2325,13 @@ fn render_failover(w: &mut String, name: &str, f: &FailoverFigures) {
     );
     let _ = writeln!(
         w,
-        "    Operations: {} ok, {} failed ({} timed out); pool {} ok, {} failed, wait p99 {:.1} ms",
+        "    Operations: {} ok, {} failed ({} timed out); pool {} ok, {} failed, {} reconnections, wait p99 {:.1} ms",
         group(f.ops_ok as f64),
         group(f.ops_failed as f64),
         group(f.ops_timed_out as f64),
         group(f.pool_ok as f64),
         group(f.pool_failed as f64),
+        f.pool_reconnects,
         f.pool_wait_us.p99 as f64 / 1000.0
     );
     let _ = writeln!(w, "    Overall Rating: {}", f.overall_rating);

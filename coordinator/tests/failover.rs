@@ -62,6 +62,7 @@ async fn each_fault_is_seen_recovered_from_and_the_band_converges() {
     .expect("no run hangs")
     .unwrap();
     assert_eq!(report.status, RunStatus::Complete, "{report:#?}");
+    let text = bandsync_common::report::render_text(&report);
     for (step, mode) in report.steps.iter().zip(["pause", "kill_clients", "restart"]) {
         let Some(Figures::RedisFailover(f)) = &step.figures else {
             panic!("{step:#?}")
@@ -77,7 +78,7 @@ async fn each_fault_is_seen_recovered_from_and_the_band_converges() {
         assert_eq!(
             f.convergence_rate,
             Some(1.0),
-            "{mode}: sessions converge afterwards: {f:#?}"
+            "{mode}: sessions converge afterwards: {f:#?}\n{text}"
         );
         assert_eq!(f.instances.len(), 2, "{mode}: members on both instances");
         for i in &f.instances {
@@ -88,6 +89,10 @@ async fn each_fault_is_seen_recovered_from_and_the_band_converges() {
             );
         }
         assert!(f.reconnection_working);
+        if mode != "pause" {
+            // Every pooled connection was dropped: the pool had to open new ones.
+            assert!(f.pool_reconnects > 0, "{mode}: {f:#?}");
+        }
         // The restart is without persistence: the keys written before it are gone, and said so.
         if mode == "restart" {
             assert_eq!((f.keys_kept, f.keys_lost), (0, f.keys_written), "{f:#?}");

@@ -10,7 +10,8 @@
 //!
 //! Rooms across instances: every accepted change is stored first (compare-and-set on `version`),
 //! then emitted to the local room and published on `{prefix}:relay`; the other instances emit it
-//! to their local members of that room. This is what a Socket.IO Redis adapter does for a
+//! to their local members of that room. Pub/sub is at-most-once, so every 2 s each instance also
+//! compares its sessions' versions with Redis and takes a newer stored state (anti-entropy). This is what a Socket.IO Redis adapter does for a
 //! broadcast, done here by hand so that local delivery never waits on Redis: with Redis away an
 //! instance keeps serving its own members from memory (graceful degradation) and writes back
 //! when Redis returns.
@@ -107,6 +108,7 @@ struct Counters {
     writebacks: AtomicU64,
     cas_conflicts: AtomicU64,
     connections: AtomicU64,
+    caught_up: AtomicU64,
 }
 
 /// What this instance knows of a session.
@@ -114,8 +116,11 @@ struct Counters {
 struct Cached {
     session: Option<Session>,
     version: u64,
-    /// Changed here while Redis was away: playback/tempo/leader are ours at write-back.
+    /// Changed here while Redis was away (written back when it returns).
     dirty: bool,
+    /// Of those changes, playback/tempo/leader ones: then those fields are ours at write-back.
+    /// A member joining or leaving here claims only its own membership, never the controls.
+    dirty_control: bool,
 }
 
 #[derive(Default)]
@@ -460,6 +465,7 @@ async fn execute(app: &Arc<App>, sid: &str, session_id: &str, cmd: &Command) -> 
         let new_version = cached.version + 1;
         if !app.store.is_up() {
             cached.dirty = true;
+            cached.dirty_control |= controls(cmd, sid, cached.session.as_ref());
             cached.version = new_version;
             break;
         }
@@ -471,6 +477,7 @@ async fn execute(app: &Arc<App>, sid: &str, session_id: &str, cmd: &Command) -> 
             Ok(Cas::Written) => {
                 cached.version = new_version;
                 cached.dirty = false;
+                cached.dirty_control = false;
                 break;
             }
             Ok(Cas::Conflict(stored)) => {
@@ -502,6 +509,7 @@ async fn execute(app: &Arc<App>, sid: &str, session_id: &str, cmd: &Command) -> 
             Err(e) => {
                 redis_failed(app, &e);
                 cached.dirty = true;
+                cached.dirty_control |= controls(cmd, sid, cached.session.as_ref());
                 cached.version = new_version;
                 break;
             }
@@ -544,6 +552,16 @@ async fn execute(app: &Arc<App>, sid: &str, session_id: &str, cmd: &Command) -> 
     }
     drop(cached);
     Ok((Applied::Changed, version))
+}
+
+/// Does `cmd` from `sid` change the session's controls (playback, tempo, leader)? A join does
+/// not; a leave does only when the leader leaves (playback pauses).
+fn controls(cmd: &Command, sid: &str, before: Option<&Session>) -> bool {
+    match cmd {
+        Command::Join { .. } => false,
+        Command::Leave => before.is_some_and(|s| s.leader_socket_id.as_deref() == Some(sid)),
+        _ => true,
+    }
 }
 
 /// Emits the snapshot to this instance's members, relays it to the other instances, and sets
@@ -657,10 +675,15 @@ async fn health_loop(app: Arc<App>, stop: CancellationToken) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
     let mut slow = 0;
+    let mut rounds = 0u64;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = interval.tick() => {}
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(8) && app.store.is_up() {
+            catch_up(&app).await;
         }
         match app.store.ping().await {
             Err(e) if !Store::is_outage(&e) && slow == 0 && app.store.is_up() => {
@@ -687,6 +710,57 @@ async fn health_loop(app: Arc<App>, stop: CancellationToken) {
     }
 }
 
+/// Anti-entropy, every 2 s: Redis pub/sub delivers at most once (a relay published while this
+/// instance was re-subscribing is gone), so each session served here is compared with the stored
+/// version, and a newer stored state is taken and given to the local members.
+async fn catch_up(app: &Arc<App>) {
+    let entries: Vec<(String, Arc<Entry>)> = app
+        .sessions
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (session_id, entry) in entries {
+        let dirty = entry.state.lock().await.dirty;
+        if dirty {
+            // Changed here while a Redis call failed (without an outage being declared): write
+            // it back now rather than wait for the next outage's heal.
+            if write_back(app, &session_id, &entry).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let mut cached = entry.state.clone().lock_owned().await;
+        let stored = match app.store.load(&session_id).await {
+            Ok(s) => s,
+            Err(e) => {
+                redis_failed(app, &e);
+                return;
+            }
+        };
+        let Some(session) = stored.session else { continue };
+        if stored.version <= cached.version {
+            continue;
+        }
+        app.counters.caught_up.fetch_add(1, Ordering::Relaxed);
+        cached.session = Some(session.clone());
+        cached.version = stored.version;
+        emit_local(
+            app,
+            &session_id,
+            "snapshot",
+            &session.snapshot(stored.version, now_ms()),
+        )
+        .await;
+        app.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+        set_ticker(app, &entry, &session_id, Some(&session));
+        if !has_local_members(app, &session) {
+            forget(app, &session_id, &entry);
+        }
+    }
+}
+
 /// Writes back every session this instance serves (also into an emptied Redis), merged with
 /// what Redis holds, and re-broadcasts a snapshot. Nothing a member was told is lost: the
 /// version only grows.
@@ -700,46 +774,57 @@ async fn heal(app: &Arc<App>) {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for (session_id, entry) in entries {
-        let mut cached = entry.state.lock().await;
-        let Some(local) = cached.session.clone() else { continue };
-        if !has_local_members(app, &local) && !cached.dirty {
-            continue;
-        }
-        let mut attempts = 0;
-        let written = loop {
-            attempts += 1;
-            let stored = match app.store.load(&session_id).await {
-                Ok(s) => s,
-                Err(e) => {
-                    redis_failed(app, &e);
-                    return;
-                }
-            };
-            let merged = local.merge_for_writeback(stored.session.as_ref(), &app.cfg.instance_id, cached.dirty);
-            let version = stored.version.max(cached.version) + 1;
-            match app
-                .store
-                .cas(&session_id, stored.version, Some(&merged), version, now_ms())
-                .await
-            {
-                Ok(Cas::Written) => break Some((merged, version)),
-                Ok(Cas::Conflict(_)) if attempts < 8 => continue,
-                Ok(Cas::Conflict(_)) => break None,
-                Err(e) => {
-                    redis_failed(app, &e);
-                    return;
-                }
-            }
-        };
-        if let Some((merged, version)) = written {
-            cached.session = Some(merged.clone());
-            cached.version = version;
-            cached.dirty = false;
-            drop(cached);
-            app.counters.writebacks.fetch_add(1, Ordering::Relaxed);
-            announce(app, &entry, &session_id, version, Some(&merged)).await;
+        if write_back(app, &session_id, &entry).await.is_err() {
+            return;
         }
     }
+}
+
+/// Writes one session back (see `heal`). Err: Redis failed again (marked down).
+async fn write_back(app: &Arc<App>, session_id: &str, entry: &Arc<Entry>) -> Result<(), ()> {
+    let mut cached = entry.state.lock().await;
+    let Some(local) = cached.session.clone() else {
+        return Ok(());
+    };
+    if !has_local_members(app, &local) && !cached.dirty {
+        return Ok(());
+    }
+    let mut attempts = 0;
+    let written = loop {
+        attempts += 1;
+        let stored = match app.store.load(session_id).await {
+            Ok(s) => s,
+            Err(e) => {
+                redis_failed(app, &e);
+                return Err(());
+            }
+        };
+        let merged = local.merge_for_writeback(stored.session.as_ref(), &app.cfg.instance_id, cached.dirty_control);
+        let version = stored.version.max(cached.version) + 1;
+        match app
+            .store
+            .cas(session_id, stored.version, Some(&merged), version, now_ms())
+            .await
+        {
+            Ok(Cas::Written) => break Some((merged, version)),
+            Ok(Cas::Conflict(_)) if attempts < 8 => continue,
+            Ok(Cas::Conflict(_)) => break None,
+            Err(e) => {
+                redis_failed(app, &e);
+                return Err(());
+            }
+        }
+    };
+    if let Some((merged, version)) = written {
+        cached.session = Some(merged.clone());
+        cached.version = version;
+        cached.dirty = false;
+        cached.dirty_control = false;
+        drop(cached);
+        app.counters.writebacks.fetch_add(1, Ordering::Relaxed);
+        announce(app, entry, session_id, version, Some(&merged)).await;
+    }
+    Ok(())
 }
 
 /// Receives the other instances' changes and gives them to this instance's members. Re-subscribes
@@ -799,13 +884,15 @@ async fn on_relay(app: &Arc<App>, relay: Relay) {
         return; // no member of this session here
     };
     let mut cached = entry.state.clone().lock_owned().await;
+    if cached.dirty {
+        return; // our own changes are not stored yet: `heal` / `catch_up` merge and write them
+    }
     if relay.version <= cached.version {
         return; // older or already seen: never out of order
     }
     app.counters.relayed_in.fetch_add(1, Ordering::Relaxed);
     cached.session = relay.session.clone();
     cached.version = relay.version;
-    cached.dirty = false;
     if let Some(s) = &relay.session {
         emit_local(app, &relay.session_id, "snapshot", &s.snapshot(relay.version, now_ms())).await;
         app.counters.snapshots.fetch_add(1, Ordering::Relaxed);
@@ -849,6 +936,7 @@ async fn health(AxState(app): AxState<Arc<App>>) -> Json<Value> {
             "relayedOut": c.relayed_out.load(Ordering::Relaxed),
             "writeBacks": c.writebacks.load(Ordering::Relaxed),
             "casConflicts": c.cas_conflicts.load(Ordering::Relaxed),
+            "caughtUp": c.caught_up.load(Ordering::Relaxed),
         },
     }))
 }

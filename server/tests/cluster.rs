@@ -560,3 +560,66 @@ async fn a_stopping_instance_takes_its_members_out_of_the_session() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The binary: configured by environment (PORT, REDIS_URL, REDIS_PREFIX), prints its address,
+/// and on SIGTERM takes its members out of their sessions before exiting 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_binary_reads_its_environment_and_leaves_cleanly_on_sigterm() {
+    use std::io::BufRead as _;
+    let redis = RedisServer::start().await.unwrap();
+    let prefix = format!("bandsync-bin-{}", fastrand_id());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bandsync-server"))
+        .env("PORT", "0")
+        .env("BIND", "127.0.0.1")
+        .env("REDIS_URL", redis.url())
+        .env("REDIS_PREFIX", &prefix)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("address line")
+        .to_owned();
+    let url = format!("http://{addr}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_get_json(&format!("{url}/health")).await["status"] != "ok" {
+        assert!(tokio::time::Instant::now() < deadline, "never healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut m = Member::connect(&url).await;
+    m.join("bin", "m").await;
+    let key = format!("{prefix}:session:bin");
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut con).await.unwrap();
+    assert!(exists, "the session is stored under REDIS_PREFIX");
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit {status}");
+    let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut con).await.unwrap();
+    assert!(!exists, "the member left on shutdown, so the empty session was deleted");
+}

@@ -5,7 +5,8 @@
 //!   (1 retry, ≤ 500 ms reconnect delay, 500 ms connection and response timeouts): operations ok,
 //!   failed and timed out, the first failure, the last failure and the first success after it
 //!   (detection and recovery);
-//! - a deadpool-redis pool of 4 (1 s timeouts): pooled operations and their wait;
+//! - a deadpool-redis pool of 4 (1 s timeouts): pooled operations, their wait, and the
+//!   connections it opened after the fault began (its reconnections);
 //! - `keys` keys written before the fault and read back after it: kept or lost;
 //! - Socket.IO members (`sessions` × `members`, playing through the fault on both server
 //!   instances, a tempo change every 500 ms): ticks during the fault per instance, changes made
@@ -88,7 +89,8 @@ pub async fn run(
     if sessions > 0 && !ctx.servers.is_empty() {
         let interval = Duration::from_millis(500);
         let ramp_up = Duration::from_millis(300);
-        let settle = Duration::from_secs(1);
+        // Long enough for a server's 2 s anti-entropy to repair a relay lost in the fault.
+        let settle = Duration::from_millis(2_500);
         let t0 = ctx.coord_start_ns + ns(ramp_up) + 1_000_000_000;
         let changes = ((end - ns(settle) - t0) / ns(interval)).max(1) as u32;
         // Ticks are due throughout the fault (after 300 ms to let a pause take hold); a kill
@@ -164,6 +166,7 @@ pub async fn run(
             log
         });
     }
+    let pool_reconnects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let pool = {
         let mut cfg = deadpool_redis::Config::from_url(ctx.redis_url.clone());
         let mut pc = deadpool_redis::PoolConfig::new(POOL_SIZE);
@@ -173,7 +176,18 @@ pub async fn run(
             recycle: Some(Duration::from_secs(1)),
         };
         cfg.pool = Some(pc);
-        cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        // Connections the pool opens after the fault began are its reconnections.
+        let (opened, fault_at_agent) = (pool_reconnects.clone(), ctx.clock.to_agent(fault_at));
+        cfg.builder()
+            .map_err(|e| WorkloadError::Internal(format!("cannot build the pool: {e}")))?
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .post_create(deadpool_redis::Hook::sync_fn(move |_, _| {
+                if now_unix_ns() >= fault_at_agent {
+                    opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            }))
+            .build()
             .map_err(|e| WorkloadError::Internal(format!("cannot build the pool: {e}")))?
     };
     let pool_task = {
@@ -300,6 +314,10 @@ pub async fn run(
     m.add_counter(n::KEYS_LOST, keys - kept);
     m.add_counter(n::POOL_OK, pool_ok);
     m.add_counter(n::POOL_FAILED, pool_failed);
+    m.add_counter(
+        n::POOL_RECONNECTS,
+        pool_reconnects.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let h = m.histogram_mut(n::POOL_WAIT_US);
     for w in pool_waits {
         let _ = h.record(w);

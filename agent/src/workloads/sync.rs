@@ -187,9 +187,12 @@ impl Member {
         if sio::server_ts(v).is_none() {
             self.without_server_ts += 1;
         }
+        let state = observed(v);
         match v.get("version").and_then(Value::as_u64) {
             Some(ver) => match self.last_version {
-                Some(last) if ver == last => {
+                // A repeat only if it also says the same: a server may reuse a version number
+                // for a different state (e.g. changes kept in memory during a Redis outage).
+                Some(last) if ver == last && state == self.last_state => {
                     self.duplicates += 1;
                     return;
                 }
@@ -201,7 +204,7 @@ impl Member {
             },
             None => self.without_version += 1,
         }
-        let Some(state) = observed(v) else {
+        let Some(state) = state else {
             self.unexpected += 1;
             return;
         };

@@ -721,14 +721,32 @@ async fn catch_up(app: &Arc<App>) {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    for (session_id, entry) in entries {
-        let dirty = entry.state.lock().await.dirty;
+    if entries.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+    // One pipelined round trip for every version; the data only where it moved on.
+    let versions = match app.store.versions(&ids).await {
+        Ok(v) => v,
+        Err(e) => {
+            redis_failed(app, &e);
+            return;
+        }
+    };
+    for ((session_id, entry), stored_version) in entries.into_iter().zip(versions) {
+        let (dirty, cached_version) = {
+            let c = entry.state.lock().await;
+            (c.dirty, c.version)
+        };
         if dirty {
             // Changed here while a Redis call failed (without an outage being declared): write
             // it back now rather than wait for the next outage's heal.
             if write_back(app, &session_id, &entry).await.is_err() {
                 return;
             }
+            continue;
+        }
+        if stored_version <= cached_version {
             continue;
         }
         let mut cached = entry.state.clone().lock_owned().await;
@@ -740,7 +758,7 @@ async fn catch_up(app: &Arc<App>) {
             }
         };
         let Some(session) = stored.session else { continue };
-        if stored.version <= cached.version {
+        if stored.version <= cached.version || cached.dirty {
             continue;
         }
         app.counters.caught_up.fetch_add(1, Ordering::Relaxed);

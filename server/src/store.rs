@@ -144,6 +144,17 @@ impl Store {
         })
     }
 
+    /// The stored `version` of each session (0: missing), in one round trip.
+    pub async fn versions(&self, session_ids: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut pipe = redis::pipe();
+        for id in session_ids {
+            pipe.hget(self.key(id), "version");
+        }
+        let mut con = self.con.clone();
+        let v: Vec<Option<u64>> = pipe.query_async(&mut con).await?;
+        Ok(v.into_iter().map(|v| v.unwrap_or(0)).collect())
+    }
+
     /// Writes `next` (or deletes the hash, for None) as `new_version` if Redis holds `expected`.
     pub async fn cas(
         &self,

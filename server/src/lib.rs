@@ -710,17 +710,21 @@ async fn health_loop(app: Arc<App>, stop: CancellationToken) {
     }
 }
 
-/// Anti-entropy, every 2 s: Redis pub/sub delivers at most once (a relay published while this
-/// instance was re-subscribing is gone), so each session served here is compared with the stored
-/// version, and a newer stored state is taken and given to the local members.
-async fn catch_up(app: &Arc<App>) {
-    let entries: Vec<(String, Arc<Entry>)> = app
-        .sessions
+/// The sessions this instance serves now, taken out of the map's lock.
+fn served(app: &App) -> Vec<(String, Arc<Entry>)> {
+    app.sessions
         .lock()
         .unwrap()
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+        .collect()
+}
+
+/// Anti-entropy, every 2 s: Redis pub/sub delivers at most once (a relay published while this
+/// instance was re-subscribing is gone), so each session served here is compared with the stored
+/// version, and a newer stored state is taken and given to the local members.
+async fn catch_up(app: &Arc<App>) {
+    let entries = served(app);
     if entries.is_empty() {
         return;
     }
@@ -784,13 +788,7 @@ async fn catch_up(app: &Arc<App>) {
 /// version only grows.
 async fn heal(app: &Arc<App>) {
     let _guard = app.heal_lock.lock().await;
-    let entries: Vec<(String, Arc<Entry>)> = app
-        .sessions
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let entries = served(app);
     for (session_id, entry) in entries {
         if write_back(app, &session_id, &entry).await.is_err() {
             return;

@@ -130,7 +130,19 @@ pub async fn run(spec: &StepSpec, ctx: &StepContext) -> Result<MetricSet, Worklo
             interval,
             ramp_up,
             settle,
-        } => sync::run(sessions, members, changes, interval, ramp_up, settle, ctx).await,
+        } => {
+            let params = sync::Params {
+                sessions,
+                members,
+                changes,
+                interval,
+                ramp_up,
+                settle,
+                script: sync::Script::Band,
+                window: None,
+            };
+            sync::run_with(params, ctx).await
+        }
         StepSpec::RedisFailover {
             mode,
             warmup,

@@ -287,29 +287,6 @@ pub struct Params {
     pub window: Option<(i64, i64)>,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    sessions: u64,
-    members: u32,
-    changes: u32,
-    interval: Duration,
-    ramp_up: Duration,
-    settle: Duration,
-    ctx: &StepContext,
-) -> Result<MetricSet, WorkloadError> {
-    let params = Params {
-        sessions,
-        members,
-        changes,
-        interval,
-        ramp_up,
-        settle,
-        script: Script::Band,
-        window: None,
-    };
-    run_with(params, ctx).await
-}
-
 pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
     let Params {
         sessions,

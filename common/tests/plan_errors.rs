@@ -1,6 +1,7 @@
 //! Malformed plans, each with its exact message: file, line, column, field, what is wrong.
 
 use bandsync_common::plan::{StepSpec, parse};
+use bandsync_common::workloads::RedisBasicOps;
 
 const TARGET: &str = "[target]\nredis_url = \"redis://127.0.0.1:6379\"\n";
 
@@ -21,7 +22,7 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterashuns = 5\n"),
-            "plan.toml:5:1: steps[0].iterashuns: unknown field `iterashuns`, expected one of `name`, `kind`, `timeout`, `iterations`, `batch_size`, `duration`, `max_samples`, `members`, `clients`, `operations`, `connections`, `sessions`, `sample`, `updaters`, `updates`, `locking`, `max_retries`, `pool_size`, `interval`, `settle`, `changes`, `ramp_up`, `mode`, `warmup`, `recovery`, `keys`, `persist`",
+            "plan.toml:5:14: steps[0].iterashuns: not a parameter of `redis_basic_ops` (it takes: iterations, members, clients)",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterations = \"many\"\n"),
@@ -191,19 +192,19 @@ fn a_good_plan_gets_defaults_and_unique_names() {
     assert_eq!(names, ["redis_basic_ops", "redis_basic_ops-2"]);
     assert_eq!(
         plan.steps[0].spec,
-        StepSpec::RedisBasicOps {
+        StepSpec::RedisBasicOps(RedisBasicOps {
             iterations: 1000,
             members: 10,
             clients: 1
-        }
+        })
     );
     assert_eq!(
         plan.steps[1].spec,
-        StepSpec::RedisBasicOps {
+        StepSpec::RedisBasicOps(RedisBasicOps {
             iterations: 5,
             members: 10,
             clients: 1
-        }
+        })
     );
 }
 

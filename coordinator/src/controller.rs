@@ -332,20 +332,18 @@ impl<'a> Controller<'a> {
             }
         }
         info!(step = %step.name, kind = step.spec.kind(), agents = count, "step scheduled");
-        let fault = match step.spec {
-            bandsync_common::plan::StepSpec::RedisFailover {
-                mode,
-                warmup,
-                duration,
-                persist,
-                ..
-            } if !pending.is_empty() => {
+        let hooks = step.spec.hooks();
+        let fault = match hooks.fault.clone() {
+            Some(plan) if !pending.is_empty() => {
                 let (url, control) = (self.redis_url.clone(), self.redis_control.clone());
-                let at = start_at + warmup.as_nanos() as i64;
-                info!(step = %step.name, fault = mode.name(), "fault scheduled");
-                Some(tokio::spawn(async move {
-                    crate::fault::inject(mode, at, duration, persist, &url, control).await
-                }))
+                let at = start_at + plan.warmup.as_nanos() as i64;
+                info!(step = %step.name, fault = plan.mode.name(), "fault scheduled");
+                Some((
+                    plan.clone(),
+                    tokio::spawn(async move {
+                        crate::fault::inject(plan.mode, at, plan.duration, plan.persist, &url, control).await
+                    }),
+                ))
             }
             _ => None,
         };
@@ -446,18 +444,17 @@ impl<'a> Controller<'a> {
             }
         }
         record.duration_s = Instant::now().saturating_duration_since(started).as_secs_f64();
-        if let Some(task) = fault {
+        if let Some((plan, task)) = fault {
             // A fault outlasting its step (an aborted run) is not waited for beyond 30 s.
             match tokio::time::timeout(Duration::from_secs(30), task).await {
                 Ok(Ok(Ok(f))) => {
                     use bandsync_common::metrics::GaugeMerge;
-                    use bandsync_common::names::failover as n;
                     record
                         .merged
-                        .set_gauge(n::FAULT_BEGIN_US, (f.began_ns / 1000) as f64, GaugeMerge::Min);
+                        .set_gauge(plan.begin_gauge, (f.began_ns / 1000) as f64, GaugeMerge::Min);
                     record
                         .merged
-                        .set_gauge(n::FAULT_END_US, (f.ended_ns / 1000) as f64, GaugeMerge::Max);
+                        .set_gauge(plan.end_gauge, (f.ended_ns / 1000) as f64, GaugeMerge::Max);
                 }
                 Ok(Ok(Err(e))) => record
                     .failures

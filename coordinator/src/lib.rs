@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bandsync_common::clock::now_unix_ns;
-use bandsync_common::plan::{Plan, StepSpec};
+use bandsync_common::plan::Plan;
 use bandsync_common::report::{Report, RunRecord, RunStatus};
 use bandsync_proto::pb::load_test_server::LoadTestServer;
 use tokio::net::TcpListener;
@@ -196,13 +196,10 @@ pub async fn run(
     info!(%listen, run = %run_id, plan = %plan.name, expected = expected_agents, "waiting for agents");
 
     if let Some(step) = plan.steps.iter().find(|s| {
-        matches!(
-            s.spec,
-            bandsync_common::plan::StepSpec::RedisFailover {
-                mode: bandsync_common::plan::FaultMode::Restart,
-                ..
-            }
-        )
+        s.spec
+            .hooks()
+            .fault
+            .is_some_and(|f| f.mode == bandsync_common::plan::FaultMode::Restart)
     }) && config.redis_control.is_none()
     {
         return Err(CoordinatorError::Usage(format!(
@@ -252,12 +249,13 @@ pub async fn run(
             break;
         }
         let mut record = ctl.run_step(i as u32, step).await;
-        if matches!(step.spec, StepSpec::RedisFailover { .. }) && redis.is_some() {
+        let hooks = step.spec.hooks();
+        if hooks.fault.is_some() && redis.is_some() {
             // The fault dropped (or restarted) every connection, ours included: open a new one.
             redis = Some(target::connect(&redis_url).await?);
         }
-        if let (StepSpec::SessionConcurrentUpdates { .. }, Some(con)) = (&step.spec, redis.as_mut())
-            && let Err(e) = target::verify_shared_session(con, &run_prefix, &mut record.merged).await
+        if let (Some(read_back), Some(con)) = (&hooks.read_back, redis.as_mut())
+            && let Err(e) = target::read_back_session(con, &run_prefix, read_back, &mut record.merged).await
         {
             warn!(step = %step.name, error = %e, "could not read the shared session back");
             record.failures.push((

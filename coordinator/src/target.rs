@@ -7,8 +7,8 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use bandsync_common::metrics::{GaugeMerge, MetricSet};
-use bandsync_common::names::updates;
 use bandsync_common::report::redact_url;
+use bandsync_common::workload::ReadBack;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
@@ -60,14 +60,15 @@ pub async fn check_server(url: &str) -> Result<(), CoordinatorError> {
     }
 }
 
-/// After a `session_concurrent_updates` step: reads the session every agent updated, records
-/// its final position and version into the step's metrics, and deletes it.
-pub async fn verify_shared_session(
+/// After a step whose kind asks for it ([`ReadBack`]): reads the session every agent updated,
+/// records its final position and version into the step's metrics, and deletes it.
+pub async fn read_back_session(
     con: &mut MultiplexedConnection,
     run_prefix: &str,
+    read_back: &ReadBack,
     merged: &mut MetricSet,
 ) -> Result<(), String> {
-    let key = updates::shared_key(run_prefix);
+    let key = format!("{run_prefix}{}", read_back.key_suffix);
     let state: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(&key)
         .query_async(con)
@@ -89,8 +90,8 @@ pub async fn verify_shared_session(
         .await
         .map_err(|e| e.to_string())?;
     let (position, version) = outcome?;
-    merged.set_gauge(updates::FINAL_POSITION, position as f64, GaugeMerge::Max);
-    merged.set_gauge(updates::FINAL_VERSION, version as f64, GaugeMerge::Max);
+    merged.set_gauge(read_back.position_gauge, position as f64, GaugeMerge::Max);
+    merged.set_gauge(read_back.version_gauge, version as f64, GaugeMerge::Max);
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bandsync_agent::{AgentConfig, AgentExit};
 use bandsync_common::plan::StepSpec;
+use bandsync_common::workloads::RedisBasicOps;
 use bandsync_coordinator::testbed::RedisServer;
 use bandsync_proto::pb::{self, agent_message, coordinator_message::Kind as Out, load_test_server};
 use tokio::net::TcpListener;
@@ -45,11 +46,11 @@ impl load_test_server::LoadTest for FakeCoordinator {
             step_index: 0,
             step_name: "long".into(),
             spec: Some(
-                (&StepSpec::RedisBasicOps {
+                (&StepSpec::RedisBasicOps(RedisBasicOps {
                     iterations: 5_000_000,
                     members: 10,
                     clients: 1,
-                })
+                }))
                     .into(),
             ),
             shard: Some(pb::Shard { index: 0, count: 1 }),

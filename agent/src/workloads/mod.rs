@@ -1,20 +1,25 @@
-//! One module per workload family. Each workload runs its shard of a step, aggregates locally into
+//! One module per step kind (`impl Run for <Kind>`), with the pieces they share beside them
+//! (`redis.rs`, `sio.rs`, `band.rs`; the two timestamp kinds in `timestamps.rs`, the two session
+//! kinds in `persistence.rs`). Each workload runs its shard of a step, aggregates locally into
 //! a [`MetricSet`] (never one message per request) and, when cancelled, stops its load and deletes
 //! the keys it wrote before returning [`WorkloadError::Cancelled`].
 
-pub mod concurrent;
-pub mod event;
-pub mod failover;
-pub mod memory;
+pub mod band;
+pub mod event_consistency;
 pub mod persistence;
-pub mod pool;
-pub mod redis_ops;
+pub mod redis;
+pub mod redis_basic_ops;
+pub mod redis_concurrent;
+pub mod redis_failover;
+pub mod redis_memory;
+pub mod redis_pool;
+pub mod session_sync;
 pub mod sio;
-pub mod sync;
 pub mod timestamps;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bandsync_common::clock::{ClockEstimate, now_unix_ns};
 use bandsync_common::metrics::MetricSet;
@@ -77,82 +82,33 @@ pub enum WorkloadError {
     Internal(String),
 }
 
+/// The agent side of a step kind: runs this agent's shard of the step.
+#[allow(async_fn_in_trait)]
+pub trait Run {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError>;
+}
+
 /// Runs the workload of `spec` with this agent's context.
 pub async fn run(spec: &StepSpec, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
-    match *spec {
-        StepSpec::TimestampGeneration { iterations, batch_size } => {
-            let (cancel, live) = (ctx.cancel.clone(), ctx.live.clone());
-            tokio::task::spawn_blocking(move || timestamps::generation(iterations, batch_size, &cancel, &live))
-                .await
-                .map_err(|e| WorkloadError::Internal(format!("timestamp generation panicked: {e}")))?
-        }
-        StepSpec::TimestampPrecision { duration, max_samples } => {
-            timestamps::precision(duration, max_samples, &ctx.cancel, &ctx.live).await
-        }
-        StepSpec::RedisBasicOps {
-            iterations,
-            members,
-            clients,
-        } => redis_ops::basic_ops(iterations, members, clients, ctx).await,
-        StepSpec::RedisConcurrent {
-            clients,
-            operations,
-            members,
-            connections,
-        } => concurrent::run(clients, operations, members, connections, ctx).await,
-        StepSpec::RedisMemory {
-            sessions,
-            members,
-            sample,
-        } => memory::run(sessions, members, sample, ctx).await,
-        StepSpec::SessionIntegrity { sessions } => persistence::integrity(sessions, ctx).await,
-        StepSpec::SessionConcurrentUpdates {
-            updaters,
-            updates,
-            members,
-            locking,
-            max_retries,
-        } => persistence::concurrent_updates(updaters, updates, members, locking, max_retries, ctx).await,
-        StepSpec::RedisPool {
-            pool_size,
-            interval,
-            duration,
-        } => pool::run(pool_size, interval, duration, ctx).await,
-        StepSpec::EventConsistency {
-            clients,
-            interval,
-            settle,
-        } => event::run(clients, interval, settle, ctx).await,
-        StepSpec::SessionSync {
-            sessions,
-            members,
-            changes,
-            interval,
-            ramp_up,
-            settle,
-        } => {
-            let params = sync::Params {
-                sessions,
-                members,
-                changes,
-                interval,
-                ramp_up,
-                settle,
-                script: sync::Script::Band,
-                window: None,
-            };
-            sync::run_with(params, ctx).await
-        }
-        StepSpec::RedisFailover {
-            mode,
-            warmup,
-            duration,
-            recovery,
-            clients,
-            keys,
-            persist: _,
-            sessions,
-            members,
-        } => failover::run(mode, warmup, duration, recovery, clients, keys, sessions, members, ctx).await,
+    match spec {
+        StepSpec::TimestampGeneration(p) => p.run(ctx).await,
+        StepSpec::TimestampPrecision(p) => p.run(ctx).await,
+        StepSpec::RedisBasicOps(p) => p.run(ctx).await,
+        StepSpec::RedisConcurrent(p) => p.run(ctx).await,
+        StepSpec::RedisMemory(p) => p.run(ctx).await,
+        StepSpec::SessionIntegrity(p) => p.run(ctx).await,
+        StepSpec::SessionConcurrentUpdates(p) => p.run(ctx).await,
+        StepSpec::RedisPool(p) => p.run(ctx).await,
+        StepSpec::EventConsistency(p) => p.run(ctx).await,
+        StepSpec::SessionSync(p) => p.run(ctx).await,
+        StepSpec::RedisFailover(p) => p.run(ctx).await,
     }
+}
+
+/// `Date.now()`: wall-clock milliseconds since the Unix epoch.
+#[inline]
+pub fn date_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -13,17 +13,20 @@ use std::time::{Duration, Instant};
 
 use bandsync_common::datagen::session_data;
 use bandsync_common::metrics::{GaugeMerge, Hist, MetricSet, new_histogram};
-use bandsync_common::names::{integrity as ni, updates as nu};
-use bandsync_common::plan::{Locking, shard_of};
+use bandsync_common::plan::shard_of;
+use bandsync_common::workloads::session_concurrent_updates::{Locking, names as nu};
+use bandsync_common::workloads::session_integrity::names as ni;
 use md5::{Digest, Md5};
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tracing::warn;
 
-use super::redis_ops::{connect, delete_keys};
-use super::timestamps::date_now_ms;
+use super::Run;
+use super::date_now_ms;
+use super::redis::{connect, delete_keys};
 use super::{StepContext, WorkloadError};
+use bandsync_common::workloads::{SessionConcurrentUpdates, SessionIntegrity};
 
 /// The document's `calculateChecksum`: MD5 of the JSON text, hex.
 pub fn checksum(v: &Value) -> String {
@@ -291,6 +294,26 @@ async fn try_update(con: &mut MultiplexedConnection, key: &str, index: u64, lock
         .await
         .map_err(err)?;
     Ok(!matches!(reply, redis::Value::Nil))
+}
+
+impl Run for SessionIntegrity {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        integrity(self.sessions, ctx).await
+    }
+}
+
+impl Run for SessionConcurrentUpdates {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        concurrent_updates(
+            self.updaters,
+            self.updates,
+            self.members,
+            self.locking,
+            self.max_retries,
+            ctx,
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

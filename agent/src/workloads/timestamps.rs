@@ -4,22 +4,17 @@
 //! epoch. Precision also reads the clock in nanoseconds to show its real resolution.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bandsync_common::clock::now_unix_ns;
 use bandsync_common::metrics::{GaugeMerge, MetricSet};
-use bandsync_common::names::{ts_gen, ts_precision};
+use bandsync_common::workloads::timestamp_generation::names as ts_gen;
+use bandsync_common::workloads::timestamp_precision::names as ts_precision;
 use tokio_util::sync::CancellationToken;
 
 use super::{Live, WorkloadError};
-
-/// `Date.now()`: wall-clock milliseconds since the Unix epoch.
-#[inline]
-pub fn date_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use super::{Run, StepContext, date_now_ms};
+use bandsync_common::workloads::{TimestampGeneration, TimestampPrecision};
 
 /// Generates `iterations` timestamps in batches of `batch_size`, timing each batch, and checks
 /// every consecutive pair within a batch for going backwards or jumping more than 1 s.
@@ -113,6 +108,22 @@ pub async fn precision(
     m.add_counter(ts_precision::LARGE_DIFFS, large);
     m.add_counter(ts_precision::DIFF_SUM_MS, diff_sum);
     Ok(m)
+}
+
+impl Run for TimestampGeneration {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        let (cancel, live) = (ctx.cancel.clone(), ctx.live.clone());
+        let (iterations, batch_size) = (self.iterations, self.batch_size);
+        tokio::task::spawn_blocking(move || generation(iterations, batch_size, &cancel, &live))
+            .await
+            .map_err(|e| WorkloadError::Internal(format!("timestamp generation panicked: {e}")))?
+    }
+}
+
+impl Run for TimestampPrecision {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        precision(self.duration, self.max_samples, &ctx.cancel, &ctx.live).await
+    }
 }
 
 #[cfg(test)]

@@ -18,13 +18,15 @@ use std::time::Duration;
 
 use bandsync_common::clock::now_unix_ns;
 use bandsync_common::metrics::{GaugeMerge, MetricSet};
-use bandsync_common::names::failover as n;
 use bandsync_common::plan::FaultMode;
+use bandsync_common::workloads::redis_failover::names as n;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinSet;
 
-use super::sync::{self, Script};
+use super::Run;
+use super::band::{self, Script};
 use super::{StepContext, WorkloadError};
+use bandsync_common::workloads::RedisFailover;
 
 const OP_PERIOD: Duration = Duration::from_millis(10);
 const POOL_PERIOD: Duration = Duration::from_millis(20);
@@ -45,18 +47,24 @@ struct ClientLog {
     latencies_us: Vec<u64>,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    mode: FaultMode,
-    warmup: Duration,
-    duration: Duration,
-    recovery: Duration,
-    clients: u32,
-    keys: u64,
-    sessions: u64,
-    members: u32,
-    ctx: &StepContext,
-) -> Result<MetricSet, WorkloadError> {
+impl Run for RedisFailover {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        run(self, ctx).await
+    }
+}
+
+pub async fn run(p: &RedisFailover, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+    let RedisFailover {
+        mode,
+        warmup,
+        duration,
+        recovery,
+        clients,
+        keys,
+        sessions,
+        members,
+        ..
+    } = p.clone();
     let ns = |d: Duration| d.as_nanos() as i64;
     let fault_at = ctx.coord_start_ns + ns(warmup);
     let fault_end = fault_at + ns(duration);
@@ -99,7 +107,7 @@ pub async fn run(
             FaultMode::KillClients => (fault_at, fault_at + 1_000_000_000),
             _ => (fault_at + 300_000_000, fault_end.max(fault_at + 400_000_000)),
         };
-        let params = sync::Params {
+        let params = band::Params {
             sessions,
             members,
             changes,
@@ -110,7 +118,7 @@ pub async fn run(
             window: Some(window),
         };
         let ctx = ctx.clone();
-        members_task = Some(tokio::spawn(async move { sync::run_with(params, &ctx).await }));
+        members_task = Some(tokio::spawn(async move { band::run_with(params, &ctx).await }));
     }
 
     // Redis clients and the pool, until the end of the recovery window.

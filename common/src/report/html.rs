@@ -4,8 +4,9 @@
 
 use std::fmt::Write as _;
 
+use super::{CriterionStatus, Report, RunStatus, TimelinePoint};
+use crate::fmt::group;
 use crate::metrics::HistSummary;
-use crate::report::{CriterionStatus, Figures, Report, RunStatus, TimelinePoint, group};
 
 const PALETTE: [&str; 8] = [
     "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
@@ -305,62 +306,9 @@ ul.notes li{{margin:4px 0}}
 
     let mut charts = Vec::new();
     for s in &r.steps {
-        let title = |what: &str| format!("{what} — step {}", s.name);
-        match &s.figures {
-            Some(Figures::RedisBasicOps(f)) => {
-                let series: Vec<_> = f
-                    .operations
-                    .iter()
-                    .map(|op| (op.op.to_uppercase(), op.latency_us))
-                    .collect();
-                charts.push(percentile_chart(
-                    &title("Redis basic operations latency"),
-                    &series,
-                    1e-3,
-                ));
-            }
-            Some(Figures::RedisConcurrent(f)) => {
-                charts.push(percentile_chart(
-                    &title("Composite operation latency"),
-                    &[("composite".into(), f.latency_us)],
-                    1e-3,
-                ));
-            }
-            Some(Figures::SessionConcurrentUpdates(f)) => {
-                charts.push(percentile_chart(
-                    &title("Session update latency (retries included)"),
-                    &[("update".into(), f.latency_us)],
-                    1e-3,
-                ));
-            }
-            Some(Figures::RedisPool(f)) => {
-                let series = [
-                    ("from schedule".to_owned(), f.latency_us),
-                    ("pool wait".to_owned(), f.pool_wait_us),
-                ];
-                charts.push(percentile_chart(&title("Pooled operation latency"), &series, 1e-3));
-            }
-            Some(Figures::SessionSync(f)) => {
-                let series = [
-                    ("same instance".to_owned(), f.propagation_same_instance_us),
-                    ("cross instance".to_owned(), f.propagation_cross_instance_us),
-                    ("leader round trip".to_owned(), f.propagation_leader_us),
-                ];
-                charts.push(percentile_chart(&title("Session sync propagation"), &series, 1e-3));
-                charts.push(percentile_chart(
-                    &title("Tick jitter against 100 ms"),
-                    &[("jitter".into(), f.tick_jitter_us)],
-                    1e-3,
-                ));
-            }
-            Some(Figures::TimestampGeneration(f)) => {
-                charts.push(percentile_chart(
-                    &title("Timestamp batch duration"),
-                    &[("batch".into(), f.batch_duration_ns)],
-                    1e-6,
-                ));
-            }
-            _ => {}
+        for c in s.figures.iter().flat_map(|f| f.charts()) {
+            let title = format!("{} — step {}", c.title, s.name);
+            charts.push(percentile_chart(&title, &c.series, c.unit_to_ms));
         }
     }
     let charts: Vec<_> = charts.into_iter().filter(|c| !c.is_empty()).collect();

@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use bandsync_common::clock::now_unix_ns;
 use bandsync_common::metrics::{GaugeMerge, MetricSet};
-use bandsync_common::names::event as n;
 use bandsync_common::plan::shard_of;
+use bandsync_common::workloads::event_consistency::names as n;
 use serde_json::{Value, json};
 
+use super::Run;
 use super::sio;
 use super::{StepContext, WorkloadError};
+use bandsync_common::workloads::EventConsistency;
 
 /// Round trips probed with `sync_request` after the sequence.
 const SYNC_PROBES: usize = 5;
@@ -260,6 +262,12 @@ async fn one_client(
     result?;
     let events = std::mem::take(&mut capture.lock().unwrap().events);
     Ok((analyse(&events, &round_trips), commands))
+}
+
+impl Run for EventConsistency {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        run(self.clients, self.interval, self.settle, ctx).await
+    }
 }
 
 #[cfg(test)]

@@ -8,40 +8,21 @@
 //! it may have written before returning.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bandsync_common::datagen::session_data;
 use bandsync_common::metrics::{GaugeMerge, Hist, MetricSet, new_histogram};
-use bandsync_common::names::basic_ops;
 use bandsync_common::plan::shard_of;
-use redis::AsyncConnectionConfig;
+use bandsync_common::workloads::redis_basic_ops::names as basic_ops;
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinSet;
 use tracing::warn;
 
-use super::timestamps::date_now_ms;
+use super::Run;
+use super::date_now_ms;
+use super::redis::{connect, delete_keys};
 use super::{StepContext, WorkloadError};
-
-/// Per-command limit: a stuck Redis shows up as a counted timeout, never as a hung step.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Keys deleted per DEL during cleanup.
-const CLEANUP_BATCH: usize = 500;
-
-/// Opens one multiplexed connection to the step's Redis, with connect and response timeouts.
-pub async fn connect(ctx: &StepContext) -> Result<MultiplexedConnection, WorkloadError> {
-    let unreachable = |reason: String| WorkloadError::Unreachable {
-        url: bandsync_common::report::redact_url(&ctx.redis_url),
-        reason,
-    };
-    let client = redis::Client::open(ctx.redis_url.as_str()).map_err(|e| unreachable(e.to_string()))?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| unreachable(e.to_string()))
-}
+use bandsync_common::workloads::RedisBasicOps;
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -268,33 +249,8 @@ async fn client_phase(
     r
 }
 
-/// Deletes `keys` in batches; returns how many existed. Bounded in time: a dead Redis cannot
-/// hold the agent here (what is left is reported by the coordinator's sweep).
-pub async fn delete_keys(
-    con: &mut MultiplexedConnection,
-    ctx: &StepContext,
-    keys: impl Iterator<Item = String>,
-) -> u64 {
-    let mut keys = keys.peekable();
-    let work = async {
-        let mut deleted = 0u64;
-        while keys.peek().is_some() {
-            let batch: Vec<String> = keys.by_ref().take(CLEANUP_BATCH).collect();
-            match redis::cmd("DEL").arg(&batch).query_async::<u64>(con).await {
-                Ok(n) => deleted += n,
-                Err(e) => {
-                    warn!(error = %e, "cleanup DEL failed; the coordinator will report leftover keys");
-                    return deleted;
-                }
-            }
-        }
-        deleted
-    };
-    match tokio::time::timeout(Duration::from_secs(15), work).await {
-        Ok(n) => n,
-        Err(_) => {
-            warn!(prefix = %ctx.key_base, "cleanup timed out; the coordinator will report leftover keys");
-            0
-        }
+impl Run for RedisBasicOps {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        basic_ops(self.iterations, self.members, self.clients, ctx).await
     }
 }

@@ -6,12 +6,14 @@
 
 use bandsync_common::datagen::large_session_data;
 use bandsync_common::metrics::{GaugeMerge, MetricSet};
-use bandsync_common::names::memory as n;
+use bandsync_common::workloads::redis_memory::names as n;
 use redis::aio::MultiplexedConnection;
 
-use super::redis_ops::{connect, delete_keys};
-use super::timestamps::date_now_ms;
+use super::Run;
+use super::date_now_ms;
+use super::redis::{connect, delete_keys};
 use super::{StepContext, WorkloadError};
+use bandsync_common::workloads::RedisMemory;
 
 pub async fn run(sessions: u64, members: u32, sample: u64, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
     let mut con = connect(ctx).await?;
@@ -119,4 +121,9 @@ async fn used_memory(con: &mut MultiplexedConnection) -> Result<u64, WorkloadErr
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| WorkloadError::Internal("INFO memory has no used_memory line".into()))
+}
+impl Run for RedisMemory {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        run(self.sessions, self.members, self.sample, ctx).await
+    }
 }

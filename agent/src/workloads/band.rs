@@ -1,4 +1,4 @@
-//! `session_sync` (beyond the document): does BandSync keep a band in sync when its members sit on
+//! A band (beyond the document): does BandSync keep a band in sync when its members sit on
 //! different server instances and different load hosts?
 //!
 //! Placement: member m of session s runs on agent (s + m) mod A and connects to server instance
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bandsync_common::clock::{ClockEstimate, now_unix_ns};
 use bandsync_common::metrics::{GaugeMerge, MetricSet};
-use bandsync_common::names::sync as n;
+use bandsync_common::workloads::band as n;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -64,7 +64,7 @@ fn tempo_of_block(b: i64) -> i64 {
 /// Which script a session's leader runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Script {
-    /// set_tempo, seek, play, pause, repeated (session_sync).
+    /// set_tempo, seek, play, pause, repeated (the cross-instance sync step).
     #[default]
     Band,
     /// play, then a tempo change every interval, never stopping (redis_failover: ticks must
@@ -274,7 +274,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// What `run_with` runs: session_sync's parameters, the script, and an optional fault window.
+/// What `run_with` runs: the sync step's parameters, the script, and an optional fault window.
 #[derive(Clone, Copy, Debug)]
 pub struct Params {
     pub sessions: u64,
@@ -399,12 +399,12 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
     while let Some(r) = tasks.join_next().await {
         let outcome = match r {
             Ok(o) => o,
-            Err(e) => return Err(WorkloadError::Internal(format!("session_sync member panicked: {e}"))),
+            Err(e) => return Err(WorkloadError::Internal(format!("band member panicked: {e}"))),
         };
         match outcome {
             Outcome::Cancelled => cancelled = true,
             Outcome::Failed(e) => {
-                tracing::debug!("session_sync member: {e}");
+                tracing::debug!("band member: {e}");
                 ctx.live.add_error();
                 metrics.add_counter(n::CONNECT_FAILURES, 1);
             }
@@ -433,7 +433,7 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
 fn fold(m: &mut MetricSet, mut member: Member, emitted: u64, emit_lag_us: &[u64], session: u64, instance: usize) {
     let converged = member.finish();
     if let Some((a, b)) = member.window {
-        use bandsync_common::names::failover as f;
+        use bandsync_common::workloads::band as f;
         // Kept ticking: at least half the ticks the window holds (one per 100 ms).
         let due = ((b - a) / 100_000_000).max(1) as u64;
         m.add_counter(&f::outage_members(instance), 1);

@@ -7,13 +7,15 @@
 use std::time::Duration;
 
 use bandsync_common::metrics::{GaugeMerge, MetricSet, new_histogram};
-use bandsync_common::names::pool as n;
+use bandsync_common::workloads::redis_pool::names as n;
 use deadpool_redis::{Config, PoolConfig, Runtime, Timeouts};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::Run;
 use super::{StepContext, WorkloadError};
+use bandsync_common::workloads::RedisPool;
 
 /// Limit on one pooled operation, checkout included.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -173,5 +175,10 @@ async fn one_op(pool: &deadpool_redis::Pool, key_base: &str, k: u64, scheduled: 
             pool_wait_us: None,
             error: Some(format!("timed out after {} s", OP_TIMEOUT.as_secs())),
         },
+    }
+}
+impl Run for RedisPool {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        run(self.pool_size, self.interval, self.duration, ctx).await
     }
 }

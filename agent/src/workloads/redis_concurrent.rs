@@ -10,15 +10,18 @@ use std::time::{Duration, Instant};
 
 use bandsync_common::datagen::{SessionData, session_data};
 use bandsync_common::metrics::{GaugeMerge, Hist, MetricSet, new_histogram};
-use bandsync_common::names::concurrent as n;
-use bandsync_common::plan::{Connections, shard_of};
+use bandsync_common::plan::shard_of;
+use bandsync_common::workloads::redis_concurrent::Connections;
+use bandsync_common::workloads::redis_concurrent::names as n;
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinSet;
 use tracing::warn;
 
-use super::redis_ops::{connect, delete_keys};
-use super::timestamps::date_now_ms;
+use super::Run;
+use super::date_now_ms;
+use super::redis::{connect, delete_keys};
 use super::{StepContext, WorkloadError};
+use bandsync_common::workloads::RedisConcurrent;
 
 struct ClientResult {
     hist: Hist,
@@ -175,4 +178,9 @@ async fn composite(con: &mut MultiplexedConnection, key: &str, members: u32) -> 
         .query_async::<()>(con)
         .await
         .map_err(|e| e.to_string())
+}
+impl Run for RedisConcurrent {
+    async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
+        run(self.clients, self.operations, self.members, self.connections, ctx).await
+    }
 }

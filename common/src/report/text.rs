@@ -1,0 +1,203 @@
+//! The text report, in the document's shape, followed by what the document lacks. Each step's
+//! part of its section comes from its kind ([`crate::workload::Workload::render_text`]).
+
+use std::fmt::{self, Write};
+
+use super::{CriterionStatus, Report, RunStatus, StepReport};
+use crate::fmt::truncate;
+use crate::workload::Section;
+
+/// The report as the document prints it, followed by what the document lacks.
+pub fn render_text(r: &Report) -> String {
+    let mut o = String::new();
+    write_text(r, &mut o).expect("writing to a String cannot fail");
+    o
+}
+
+/// [`render_text`] into any writer.
+pub fn write_text(r: &Report, w: &mut dyn Write) -> fmt::Result {
+    writeln!(w, "\n📊 Redis & Timestamp Performance Report")?;
+    writeln!(w, "{}", "=".repeat(80))?;
+    writeln!(w, "\nPlan: {}   Run: {}   Agents: {}", r.plan, r.run_id, r.agents.len())?;
+    writeln!(w, "Execution Time: {:.1} seconds", r.execution_time_s)?;
+    if !r.target.servers.is_empty() {
+        writeln!(w, "BandSync servers: {}", r.target.servers.join(", "))?;
+    }
+    match &r.status {
+        RunStatus::Complete => {}
+        RunStatus::Incomplete { reason } => {
+            writeln!(w, "⚠️ RUN INCOMPLETE: {reason}")?;
+        }
+        RunStatus::Interrupted => {
+            writeln!(w, "⚠️ RUN INTERRUPTED: partial report")?;
+        }
+    }
+    for section in Section::ALL {
+        let steps: Vec<&StepReport> = r.steps.iter().filter(|s| s.section() == Some(section)).collect();
+        if steps.is_empty() && !section.always_shown() {
+            continue;
+        }
+        writeln!(w, "\n{}", section.heading())?;
+        for s in steps {
+            match &s.figures {
+                Some(f) => f.render_text(&s.name, w)?,
+                None => no_result(w, s)?,
+            }
+        }
+    }
+
+    writeln!(w, "\n💡 PERFORMANCE RECOMMENDATIONS:")?;
+    if r.recommendations.is_empty() {
+        writeln!(w, "   • None")?;
+    }
+    for rec in &r.recommendations {
+        writeln!(w, "   • {rec}")?;
+    }
+
+    writeln!(w, "\n🏆 OVERALL PERFORMANCE RATING: {}", r.overall.rating)?;
+    writeln!(
+        w,
+        "   {}",
+        match r.overall.rating.as_str() {
+            "Excellent" => "System is ready for production deployment with high performance",
+            "Good" => "System performance is adequate with minor optimization opportunities",
+            _ => "System needs performance improvements before production deployment",
+        }
+    )?;
+    writeln!(
+        w,
+        "   (document scoring: {} of {} points, {:.0}%)",
+        r.overall.score, r.overall.max_score, r.overall.percentage
+    )?;
+
+    writeln!(w, "\n✅ SUCCESS CRITERIA:")?;
+    for c in &r.criteria {
+        let mark = match c.status {
+            CriterionStatus::Pass => "PASS",
+            CriterionStatus::Fail => "FAIL",
+            CriterionStatus::NotMeasured => "n/a ",
+        };
+        writeln!(
+            w,
+            "   {mark}  {:<40} target {:<52} measured {}",
+            c.name,
+            c.target,
+            c.measured.as_deref().unwrap_or("not measured by this plan")
+        )?;
+    }
+
+    writeln!(w, "\n🧭 STEPS:")?;
+    writeln!(
+        w,
+        "   {:<28} {:<26} {:>7} {:>10} {:>14}",
+        "step", "kind", "agents", "duration", "start spread"
+    )?;
+    for s in &r.steps {
+        writeln!(
+            w,
+            "   {:<28} {:<26} {:>7} {:>10} {:>14}",
+            truncate(&s.name, 28),
+            s.kind,
+            format!("{}/{}", s.agents_reported.len(), s.agents_sent.len()),
+            format!("{:.2} s", s.duration_s),
+            s.start_spread_ms.map_or_else(|| "-".into(), |m| format!("{m:.2} ms"))
+        )?;
+    }
+
+    writeln!(w, "\n🖥️ AGENTS:")?;
+    writeln!(
+        w,
+        "   {:<3} {:<20} {:<16} {:<22} {:>5} {:>24} {:>11} {:>6} {:>7} {:>8} {:>8}",
+        "#",
+        "agent",
+        "host",
+        "address",
+        "cores",
+        "clock offset ± bound",
+        "drift",
+        "steps",
+        "errors",
+        "max CPU",
+        "RSS MiB"
+    )?;
+    for a in &r.agents {
+        let clock = a
+            .clock
+            .map(|c| {
+                format!(
+                    "{:+.3} ± {:.3} ms",
+                    c.offset_ns as f64 / 1e6,
+                    c.uncertainty_ns as f64 / 1e6
+                )
+            })
+            .unwrap_or_else(|| "not measured".into());
+        let drift = a
+            .clock_drift_ns
+            .map(|d| format!("{:+.3} ms", d as f64 / 1e6))
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            w,
+            "   {:<3} {:<20} {:<16} {:<22} {:>5} {:>24} {:>11} {:>6} {:>7} {:>8} {:>8}{}",
+            a.index,
+            truncate(&a.agent_id, 20),
+            truncate(&a.hostname, 16),
+            truncate(&a.address, 22),
+            a.cores,
+            clock,
+            drift,
+            a.steps_completed,
+            a.errors,
+            a.max_cpu_percent.map_or_else(|| "-".into(), |c| format!("{c:.0}%")),
+            a.max_rss_mb.map_or_else(|| "-".into(), |m| format!("{m:.1}")),
+            a.lost
+                .as_ref()
+                .map(|l| format!(
+                    "  LOST{}{}: {l}",
+                    a.lost_in_step
+                        .as_ref()
+                        .map(|s| format!(" in step `{s}`"))
+                        .unwrap_or_default(),
+                    a.lost_after_s.map(|t| format!(" at {t:.1} s")).unwrap_or_default()
+                ))
+                .unwrap_or_default()
+        )?;
+    }
+
+    writeln!(w, "\n🧹 CLEANUP:")?;
+    match r.leftover_keys {
+        Some(n) => {
+            writeln!(
+                w,
+                "   Keys left under {}*: {n}{}",
+                r.target.run_prefix,
+                if n > 0 { " (swept by the coordinator)" } else { "" }
+            )?;
+        }
+        None => {
+            writeln!(
+                w,
+                "   Keys under {}* not checked (no Redis target reached)",
+                r.target.run_prefix
+            )?;
+        }
+    }
+
+    if !r.notes.is_empty() {
+        writeln!(
+            w,
+            "\n📝 NOTES (where this suite measures differently from the document):"
+        )?;
+        for n in &r.notes {
+            writeln!(w, "   • {n}")?;
+        }
+    }
+    Ok(())
+}
+
+fn no_result(w: &mut dyn Write, s: &StepReport) -> fmt::Result {
+    writeln!(w, "\n  {} ({}): no result", s.name, s.kind)?;
+    for f in &s.failures {
+        writeln!(w, "    agent {}: {}", f.agent, f.message)?;
+    }
+    Ok(())
+}

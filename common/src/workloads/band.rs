@@ -1,0 +1,65 @@
+//! A band of Socket.IO members following scripted leaders: the metric names the members record.
+//! Both the cross-instance sync step and the failover step run a band, so both read these.
+
+/// Counters: members this run placed, connected, could not connect, reconnections.
+pub const MEMBERS_PLANNED: &str = "members_planned";
+pub const MEMBERS_CONNECTED: &str = "members_connected";
+pub const CONNECT_FAILURES: &str = "connect_failures";
+pub const RECONNECTS: &str = "reconnects";
+/// Counters: sessions' leaders; changes scheduled and emitted by them.
+pub const LEADERS: &str = "leaders";
+pub const CHANGES_SCHEDULED: &str = "changes_scheduled";
+pub const CHANGES_EMITTED: &str = "changes_emitted";
+/// Counters: member × change pairs expected, recognised in a snapshot, never seen.
+pub const EXPECTED_DELIVERIES: &str = "expected_deliveries";
+pub const DELIVERED: &str = "delivered";
+pub const MISSED: &str = "missed";
+/// Counter: members whose last state is the script's last.
+pub const CONVERGED: &str = "converged";
+/// Counters: snapshots repeating / older than the last `version`; without `version`,
+/// without `serverTimestamp`; in a state the script never produces; all snapshots.
+pub const DUPLICATES: &str = "duplicates";
+pub const OUT_OF_ORDER: &str = "out_of_order";
+pub const WITHOUT_VERSION: &str = "without_version";
+pub const WITHOUT_SERVER_TS: &str = "without_server_ts";
+pub const UNEXPECTED_STATES: &str = "unexpected_states";
+pub const SNAPSHOTS: &str = "snapshots";
+/// Counters: ticks received, ticks missing from positionMs gaps.
+pub const TICKS: &str = "ticks";
+pub const TICKS_MISSED: &str = "ticks_missed";
+/// Histograms, µs: change's scheduled instant → snapshot, for members on the leader's
+/// instance, on another instance, and the leader itself (its command round trip).
+pub const PROPAGATION_SAME_US: &str = "propagation_same_us";
+pub const PROPAGATION_CROSS_US: &str = "propagation_cross_us";
+pub const PROPAGATION_LEADER_US: &str = "propagation_leader_us";
+/// Histogram, µs: how late the leader emitted against the schedule.
+pub const EMIT_LAG_US: &str = "emit_lag_us";
+/// Histogram, µs: |tick interval − 100 ms| between consecutive ticks.
+pub const TICK_JITTER_US: &str = "tick_jitter_us";
+/// Gauge (max): server instances of the target.
+pub const INSTANCES: &str = "instances";
+/// Gauge (max): the most members one agent held, and its (peak RSS − RSS before) / members.
+pub const MEMBERS_PER_AGENT: &str = "members_per_agent";
+pub const RSS_PER_MEMBER_BYTES: &str = "rss_per_member_bytes";
+/// Gauge (max): the largest clock-offset uncertainty of the agents, µs.
+pub const CLOCK_BOUND_US: &str = "clock_bound_us";
+/// Gauge prefix for the beat phase: `phase.s{session}.b{segment}.i{instance}.min|max`, the
+/// earliest and latest member estimate (coordinator µs) of the instant the position was 0.
+pub const PHASE_PREFIX: &str = "phase.";
+
+pub fn phase_key(session: u64, segment: i64, instance: usize) -> String {
+    format!("{PHASE_PREFIX}s{session}.b{segment}.i{instance}")
+}
+
+/// Counters per server instance i: members whose session was playing during an outage window
+/// (a fault), and of them the ones that kept receiving ticks during it (graceful degradation).
+pub fn outage_members(instance: usize) -> String {
+    format!("outage_members.i{instance}")
+}
+pub fn outage_ticking(instance: usize) -> String {
+    format!("outage_ticking.i{instance}")
+}
+/// Counters: members on another instance than their leader, with a change made during the
+/// outage window; and those that reached that change's state (or a later one) after it.
+pub const OUTAGE_CROSS_EXPECTED: &str = "outage_cross_expected";
+pub const OUTAGE_CROSS_SEEN: &str = "outage_cross_seen";

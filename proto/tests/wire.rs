@@ -81,11 +81,15 @@ fn step_specs_survive_the_wire() {
         kind: "redis_fancy".into(),
         params: b"{}".to_vec(),
     };
-    assert!(StepSpec::try_from(&unknown).unwrap_err().to_string().contains("redis_fancy"));
+    assert!(
+        StepSpec::try_from(&unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("redis_fancy")
+    );
     let bad = pb::StepSpec {
         kind: "redis_pool".into(),
         params: br#"{"pool_size": "many"}"#.to_vec(),
     };
     assert!(StepSpec::try_from(&bad).unwrap_err().to_string().contains("redis_pool"));
 }
-

@@ -12,6 +12,25 @@ use std::net::IpAddr;
 /// The default list: this machine only.
 pub const DEFAULT: &[&str] = &["127.0.0.0/8", "::1/128", "localhost"];
 
+/// Why a list or a target was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AllowError {
+    #[error("--allow-target `{item}`: {why}")]
+    Entry { item: String, why: String },
+    #[error("--allow-target: the list is empty; give at least one host, host:port or CIDR (or `*`)")]
+    Empty,
+    #[error("{what} `{url}` is not a URL: {reason}")]
+    NotUrl {
+        what: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error(
+        "refused by this agent's allow-list {list}: {why}; to allow it, start the agent with --allow-target (or BANDSYNC_ALLOW_TARGET)"
+    )]
+    Refused { list: String, why: String },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Entry {
     Any,
@@ -39,7 +58,7 @@ impl fmt::Display for AllowList {
 
 impl AllowList {
     /// Parses entries; an error names the entry and says what is wrong.
-    pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+    pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, AllowError> {
         let mut entries = Vec::new();
         let mut text = Vec::new();
         for raw in items {
@@ -47,11 +66,14 @@ impl AllowList {
             if item.is_empty() {
                 continue;
             }
-            entries.push(parse_entry(item).map_err(|why| format!("--allow-target `{item}`: {why}"))?);
+            entries.push(parse_entry(item).map_err(|why| AllowError::Entry {
+                item: item.to_owned(),
+                why,
+            })?);
             text.push(item.to_owned());
         }
         if entries.is_empty() {
-            return Err("--allow-target: the list is empty; give at least one host, host:port or CIDR (or `*`)".into());
+            return Err(AllowError::Empty);
         }
         Ok(Self { entries, text })
     }
@@ -150,12 +172,18 @@ fn in_block(addr: IpAddr, net: IpAddr, prefix: u8) -> bool {
 }
 
 /// Checks a Redis URL against the list, resolving a host name first. `Err` says why it is refused.
-pub async fn check_redis_url(list: &AllowList, url: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("target `{url}` is not a URL: {e}"))?;
-    let refuse = |what: String| {
-        Err(format!(
-            "refused by this agent's allow-list {list}: {what}; to allow it, start the agent with --allow-target (or BANDSYNC_ALLOW_TARGET)"
-        ))
+pub async fn check_redis_url(list: &AllowList, url: &str) -> Result<(), AllowError> {
+    let shown = bandsync_common::fmt::redact_url(url);
+    let parsed = url::Url::parse(url).map_err(|e| AllowError::NotUrl {
+        what: "target",
+        url: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let refuse = |why: String| {
+        Err(AllowError::Refused {
+            list: list.to_string(),
+            why,
+        })
     };
     match parsed.scheme() {
         // A unix socket is on this machine: allowed exactly when loopback is.
@@ -163,7 +191,7 @@ pub async fn check_redis_url(list: &AllowList, url: &str) -> Result<(), String> 
             if list.allows("127.0.0.1", 6379, &[]) {
                 Ok(())
             } else {
-                refuse(format!("target {url} is a local socket and loopback is not allowed"))
+                refuse(format!("target {shown} is a local socket and loopback is not allowed"))
             }
         }
         _ => check_host(list, &parsed, 6379).await.or_else(refuse),
@@ -171,14 +199,19 @@ pub async fn check_redis_url(list: &AllowList, url: &str) -> Result<(), String> 
 }
 
 /// Checks a BandSync server URL (`http://host:port`, default port 80/443) against the list.
-pub async fn check_server_url(list: &AllowList, url: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("server `{url}` is not a URL: {e}"))?;
+pub async fn check_server_url(list: &AllowList, url: &str) -> Result<(), AllowError> {
+    let parsed = url::Url::parse(url).map_err(|e| AllowError::NotUrl {
+        what: "server",
+        url: bandsync_common::fmt::redact_url(url),
+        reason: e.to_string(),
+    })?;
     let default_port = if parsed.scheme() == "https" { 443 } else { 80 };
-    check_host(list, &parsed, default_port).await.map_err(|what| {
-        format!(
-            "refused by this agent's allow-list {list}: {what}; to allow it, start the agent with --allow-target (or BANDSYNC_ALLOW_TARGET)"
-        )
-    })
+    check_host(list, &parsed, default_port)
+        .await
+        .map_err(|why| AllowError::Refused {
+            list: list.to_string(),
+            why,
+        })
 }
 
 /// Host and port of `parsed` (its names resolved) against the list; Err says what is refused.
@@ -242,15 +275,20 @@ mod tests {
     #[test]
     fn bad_entries_are_named() {
         assert_eq!(
-            AllowList::parse(["10.0.0.0/33"]).unwrap_err(),
+            AllowList::parse(["10.0.0.0/33"]).unwrap_err().to_string(),
             "--allow-target `10.0.0.0/33`: prefix must be 0 to 32"
         );
         assert_eq!(
-            AllowList::parse(["host:http"]).unwrap_err(),
+            AllowList::parse(["host:http"]).unwrap_err().to_string(),
             "--allow-target `host:http`: `http` is not a port"
         );
-        assert!(AllowList::parse(["bad host!"]).unwrap_err().contains("not a host name"));
-        assert!(AllowList::parse([""]).unwrap_err().contains("empty"));
+        assert!(
+            AllowList::parse(["bad host!"])
+                .unwrap_err()
+                .to_string()
+                .contains("not a host name")
+        );
+        assert_eq!(AllowList::parse([""]).unwrap_err(), AllowError::Empty);
     }
 
     #[tokio::test]
@@ -259,6 +297,8 @@ mod tests {
         assert!(check_redis_url(&d, "redis://127.0.0.1:6379").await.is_ok());
         assert!(check_redis_url(&d, "redis+unix:///tmp/redis.sock").await.is_ok());
         let e = check_redis_url(&d, "redis://10.0.0.5:6379/0").await.unwrap_err();
+        assert!(matches!(e, AllowError::Refused { .. }));
+        let e = e.to_string();
         assert!(e.contains("target 10.0.0.5:6379 is not on it"), "{e}");
         assert!(e.contains("--allow-target"), "{e}");
     }

@@ -51,6 +51,25 @@ pub struct ClientTls {
     pub domain: Option<String>,
 }
 
+impl ClientTls {
+    /// Reads the CA and, when both are given, this agent's certificate and key.
+    pub fn from_files(
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+        domain: Option<String>,
+    ) -> Result<Self, String> {
+        use bandsync_common::cli::read_pem;
+        Ok(ClientTls {
+            ca_pem: read_pem("--tls-ca", ca)?,
+            identity: match identity {
+                Some((c, k)) => Some((read_pem("--tls-cert", c)?, read_pem("--tls-key", k)?)),
+                None => None,
+            },
+            domain,
+        })
+    }
+}
+
 /// How a session ended without an error of the agent's own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentExit {

@@ -1,18 +1,10 @@
 //! `bandsync-agent --coordinator HOST:PORT`: joins a coordinator and runs the steps it is sent.
 
-/// `eprintln!` that cannot panic: a closed stderr (a reader that went away) must not kill a run
-/// that is stopping its load or writing its report.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bandsync_agent::{AgentConfig, AgentError, AgentExit};
+use bandsync_agent::{AgentConfig, AgentError, AgentExit, ClientTls};
+use bandsync_common::say;
 use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -86,15 +78,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    bandsync_common::cli::init_logging(matches!(cli.log_format, LogFormat::Json), "info");
     let agent_id = cli.agent_id.unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -103,37 +87,27 @@ fn main() -> ExitCode {
         )
     });
     let once = cli.once;
-    let token = match &cli.token_file {
-        Some(f) => match std::fs::read_to_string(f) {
-            Ok(t) => Some(t.trim().to_owned()),
-            Err(e) => {
-                say!("bandsync-agent: --token-file {}: {e}", f.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => cli.token.clone(),
+    let token = match bandsync_common::cli::read_token(cli.token.clone(), cli.token_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            say!("bandsync-agent: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let tls = match &cli.tls_ca {
+    let identity = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    let tls = match cli
+        .tls_ca
+        .as_deref()
+        .map(|ca| ClientTls::from_files(ca, identity, cli.tls_domain.clone()))
+    {
         None => None,
-        Some(ca) => {
-            let material = (|| {
-                Ok::<_, String>(bandsync_agent::ClientTls {
-                    ca_pem: read(ca)?,
-                    identity: match (&cli.tls_cert, &cli.tls_key) {
-                        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-                        _ => None,
-                    },
-                    domain: cli.tls_domain.clone(),
-                })
-            })();
-            match material {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    say!("bandsync-agent: TLS: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            say!("bandsync-agent: TLS: {e}");
+            return ExitCode::from(2);
         }
     };
     let allow = if cli.allow_target.is_empty() {
@@ -166,7 +140,7 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            bandsync_common::cli::wait_for_signal().await;
             signal.cancel();
         });
         loop {
@@ -194,18 +168,4 @@ fn main() -> ExitCode {
         }
     });
     ExitCode::from(code)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -16,6 +16,27 @@ use tracing::{info, warn};
 use crate::allow::AllowList;
 use crate::workloads::{self, Live, StepContext, WorkloadError};
 
+/// Why a step did not produce metrics on this agent.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("RunStep has no spec")]
+    NoSpec,
+    #[error("{0}")]
+    Spec(String),
+    #[error(transparent)]
+    Refused(#[from] crate::allow::AllowError),
+    #[error("step `{0}` needs BandSync servers and the target has none")]
+    NoServers(&'static str),
+    #[error("aborted before it started")]
+    AbortedBeforeStart,
+    #[error("timed out after {0} ms; load stopped and keys deleted")]
+    TimedOut(u64),
+    #[error("aborted; load stopped and keys deleted")]
+    Aborted,
+    #[error(transparent)]
+    Workload(WorkloadError),
+}
+
 pub(crate) async fn run(
     rs: pb::RunStep,
     clock: ClockEstimate,
@@ -38,7 +59,7 @@ pub(crate) async fn run(
             Ok(m) => Outcome::Metrics(m),
             Err(e) => Outcome::Failure(pb::StepFailure { message: e.to_string() }),
         },
-        Err(message) => Outcome::Failure(pb::StepFailure { message }),
+        Err(e) => Outcome::Failure(pb::StepFailure { message: e.to_string() }),
     };
     if let Outcome::Failure(f) = &outcome {
         warn!(step = %rs.step_name, error = %f.message, "step failed");
@@ -66,19 +87,16 @@ pub(crate) async fn run(
 }
 
 /// Before any traffic: is the step's target one this agent may load?
-async fn allowed(rs: &pb::RunStep, allow: &AllowList) -> Result<(), String> {
-    let spec = rs.spec.as_ref().ok_or("RunStep has no spec")?;
-    let spec = StepSpec::try_from(spec).map_err(|e| e.to_string())?;
+async fn allowed(rs: &pb::RunStep, allow: &AllowList) -> Result<(), StepError> {
+    let spec = rs.spec.as_ref().ok_or(StepError::NoSpec)?;
+    let spec = StepSpec::try_from(spec).map_err(|e| StepError::Spec(e.to_string()))?;
     let target = rs.target.clone().unwrap_or_default();
     if spec.uses_redis() {
         crate::allow::check_redis_url(allow, &target.redis_url).await?;
     }
     if spec.uses_servers() {
         if target.servers.is_empty() {
-            return Err(format!(
-                "step `{}` needs BandSync servers and the target has none",
-                spec.kind()
-            ));
+            return Err(StepError::NoServers(spec.kind()));
         }
         for server in &target.servers {
             crate::allow::check_server_url(allow, server).await?;
@@ -95,9 +113,9 @@ async fn execute(
     tx: &mpsc::Sender<pb::AgentMessage>,
     live: &Arc<Live>,
     (started, mark): (&AtomicI64, &std::sync::OnceLock<(Option<u64>, std::time::Instant)>),
-) -> Result<bandsync_common::metrics::MetricSet, String> {
-    let spec = rs.spec.as_ref().ok_or("RunStep has no spec")?;
-    let spec = StepSpec::try_from(spec).map_err(|e| e.to_string())?;
+) -> Result<bandsync_common::metrics::MetricSet, StepError> {
+    let spec = rs.spec.as_ref().ok_or(StepError::NoSpec)?;
+    let spec = StepSpec::try_from(spec).map_err(|e| StepError::Spec(e.to_string()))?;
     let shard = rs.shard.unwrap_or(pb::Shard { index: 0, count: 1 });
     let target = rs.target.clone().unwrap_or_default();
 
@@ -107,7 +125,7 @@ async fn execute(
         let wait = Duration::from_nanos(wait_ns as u64).min(Duration::from_secs(60));
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = cancel.cancelled() => return Err("aborted before it started".into()),
+            () = cancel.cancelled() => return Err(StepError::AbortedBeforeStart),
         }
     }
     started.store(clock.to_coordinator(now_unix_ns()), Ordering::Relaxed);
@@ -169,11 +187,10 @@ async fn execute(
     let _ = ticker.await;
     match result {
         Ok(m) => Ok(m),
-        Err(WorkloadError::Cancelled) if timed_out.load(Ordering::Relaxed) => Err(format!(
-            "timed out after {} ms; load stopped and keys deleted",
-            timeout.as_millis()
-        )),
-        Err(WorkloadError::Cancelled) => Err("aborted; load stopped and keys deleted".into()),
-        Err(e) => Err(e.to_string()),
+        Err(WorkloadError::Cancelled) if timed_out.load(Ordering::Relaxed) => {
+            Err(StepError::TimedOut(timeout.as_millis() as u64))
+        }
+        Err(WorkloadError::Cancelled) => Err(StepError::Aborted),
+        Err(e) => Err(StepError::Workload(e)),
     }
 }

@@ -12,8 +12,11 @@
 //! - [`fmt`]: small formatting helpers (`group`, `redact_url`).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 pub mod datagen;
+pub mod files;
 pub mod fmt;
 pub mod metrics;
 pub mod plan;

@@ -336,11 +336,52 @@ pub fn wall_rate(m: &MetricSet, start: &str, end: &str, count: u64) -> f64 {
     }
 }
 
-/// The document's three-level ratings ("Excellent" / "Good" / other) as points.
-pub fn points_of(rating: &str) -> u32 {
-    match rating {
-        "Excellent" => 3,
-        "Good" => 2,
-        _ => 1,
+/// The document's ratings, every word it uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum Rating {
+    Excellent,
+    High,
+    Good,
+    Acceptable,
+    #[serde(rename = "Needs Improvement")]
+    NeedsImprovement,
+    #[serde(rename = "Needs Optimization")]
+    NeedsOptimization,
+    Low,
+    Poor,
+    /// Nothing to rate (e.g. no timestamps to compare).
+    #[default]
+    #[serde(rename = "Not rated")]
+    NotRated,
+}
+
+impl Rating {
+    /// The document's points: 3 for its top rating, 2 for Good, 1 otherwise.
+    pub fn points(self) -> u32 {
+        match self {
+            Rating::Excellent | Rating::High => 3,
+            Rating::Good => 2,
+            _ => 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rating::Excellent => "Excellent",
+            Rating::High => "High",
+            Rating::Good => "Good",
+            Rating::Acceptable => "Acceptable",
+            Rating::NeedsImprovement => "Needs Improvement",
+            Rating::NeedsOptimization => "Needs Optimization",
+            Rating::Low => "Low",
+            Rating::Poor => "Poor",
+            Rating::NotRated => "Not rated",
+        }
+    }
+}
+
+impl fmt::Display for Rating {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
     }
 }

@@ -12,6 +12,7 @@ use bandsync_common::clock::{self, ClockEstimate, ClockSample, now_unix_ns};
 use bandsync_common::metrics::MetricSet;
 use bandsync_common::plan::{AgentLoss, Plan, Step};
 use bandsync_common::report::{AgentRow, AgentStepFigures, StepRecord, TimelineBuilder};
+use bandsync_common::workload::FaultPlan;
 use bandsync_proto::pb::{self, agent_message::Kind as In, coordinator_message::Kind as Out};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -286,65 +287,14 @@ impl<'a> Controller<'a> {
         // Enough lead for the RunStep to reach every agent before the instant.
         let lead_ns = 300_000_000 + 4 * max_rtt;
         let start_at = now_unix_ns() + lead_ns;
-        let target = pb::Target {
-            redis_url: self.redis_url.clone(),
-            key_prefix: self.plan.target.key_prefix.clone(),
-            run_id: self.run_id.clone(),
-            servers: self.plan.target.servers.clone(),
-        };
-        let mut record = StepRecord {
-            step: step.clone(),
-            agents_sent: Vec::new(),
-            agents_reported: Vec::new(),
-            failures: Vec::new(),
-            duration_s: 0.0,
-            merged: MetricSet::new(),
-            scheduled_start_unix_ns: start_at,
-            agent_starts_unix_ns: Vec::new(),
-            timeline: Vec::new(),
-            per_agent: Vec::new(),
-        };
+        let mut record = StepRecord::new(step, start_at);
         let mut timeline = TimelineBuilder::new(start_at);
-        let mut pending = BTreeSet::new();
-        for (shard, &i) in participants.iter().enumerate() {
-            let msg = pb::RunStep {
-                step_index,
-                step_name: step.name.clone(),
-                spec: Some((&step.spec).into()),
-                shard: Some(pb::Shard {
-                    index: shard as u32,
-                    count,
-                }),
-                coord_start_unix_ns: start_at,
-                target: Some(target.clone()),
-                timeout_ms: step.timeout.as_millis() as u64,
-            };
-            let agent = &self.agents[i as usize];
-            record.agents_sent.push(agent.row.agent_id.clone());
-            if agent.send(Out::RunStep(msg)).await {
-                pending.insert(i);
-            } else {
-                record.failures.push((
-                    agent.row.agent_id.clone(),
-                    "stream closed before the step was sent".into(),
-                ));
-                self.lose(i, "stream closed".into());
-            }
-        }
+        let mut pending = self
+            .send_step(step_index, step, &participants, start_at, &mut record)
+            .await;
         info!(step = %step.name, kind = step.spec.kind(), agents = count, "step scheduled");
-        let hooks = step.spec.hooks();
-        let fault = match hooks.fault.clone() {
-            Some(plan) if !pending.is_empty() => {
-                let (url, control) = (self.redis_url.clone(), self.redis_control.clone());
-                let at = start_at + plan.warmup.as_nanos() as i64;
-                info!(step = %step.name, fault = plan.mode.name(), "fault scheduled");
-                Some((
-                    plan.clone(),
-                    tokio::spawn(async move {
-                        crate::fault::inject(plan.mode, at, plan.duration, plan.persist, &url, control).await
-                    }),
-                ))
-            }
+        let fault = match step.spec.hooks().fault {
+            Some(plan) if !pending.is_empty() => Some(self.spawn_fault(plan, &step.name, start_at)),
             _ => None,
         };
 
@@ -368,36 +318,7 @@ impl<'a> Controller<'a> {
                             continue;
                         }
                         live.insert(i, (r.ops, r.errors));
-                        let agent = &mut self.agents[i as usize];
-                        agent.row.errors += r.errors;
-                        let id = agent.row.agent_id.clone();
-                        if r.coord_started_unix_ns != 0 {
-                            record.agent_starts_unix_ns.push((id.clone(), r.coord_started_unix_ns));
-                        }
-                        // The final counts close the agent's timeline now, in coordinator time.
-                        timeline.observe(&id, r.ops, r.errors, now_unix_ns());
-                        record.per_agent.push(AgentStepFigures {
-                            agent: id.clone(),
-                            ops: r.ops,
-                            errors: r.errors,
-                            start_delay_ms: (r.coord_started_unix_ns != 0)
-                                .then(|| (r.coord_started_unix_ns - start_at) as f64 / 1e6),
-                            cpu_percent: (r.wall_us > 0 && r.cores > 0)
-                                .then(|| r.cpu_us as f64 / r.wall_us as f64 / f64::from(r.cores) * 100.0),
-                            rss_mb: (r.rss_bytes > 0).then(|| r.rss_bytes as f64 / 1_048_576.0),
-                            wall_s: (r.wall_us > 0).then(|| r.wall_us as f64 / 1e6),
-                        });
-                        match r.outcome {
-                            Some(pb::step_result::Outcome::Metrics(m)) => match merge_result(&mut record.merged, &m) {
-                                Ok(()) => {
-                                    agent.row.steps_completed += 1;
-                                    record.agents_reported.push(id);
-                                }
-                                Err(e) => record.failures.push((id, e)),
-                            },
-                            Some(pb::step_result::Outcome::Failure(f)) => record.failures.push((id, f.message)),
-                            None => record.failures.push((id, "empty result".into())),
-                        }
+                        self.on_result(i, r, &mut record, &mut timeline);
                     }
                     Event::Message(_) => {}
                     Event::Closed(why) => {
@@ -445,27 +366,7 @@ impl<'a> Controller<'a> {
         }
         record.duration_s = Instant::now().saturating_duration_since(started).as_secs_f64();
         if let Some((plan, task)) = fault {
-            // A fault outlasting its step (an aborted run) is not waited for beyond 30 s.
-            match tokio::time::timeout(Duration::from_secs(30), task).await {
-                Ok(Ok(Ok(f))) => {
-                    use bandsync_common::metrics::GaugeMerge;
-                    record
-                        .merged
-                        .set_gauge(plan.begin_gauge, (f.began_ns / 1000) as f64, GaugeMerge::Min);
-                    record
-                        .merged
-                        .set_gauge(plan.end_gauge, (f.ended_ns / 1000) as f64, GaugeMerge::Max);
-                }
-                Ok(Ok(Err(e))) => record
-                    .failures
-                    .push(("coordinator".into(), format!("fault injection: {e}"))),
-                Ok(Err(e)) => record
-                    .failures
-                    .push(("coordinator".into(), format!("fault injection panicked: {e}"))),
-                Err(_) => record
-                    .failures
-                    .push(("coordinator".into(), "fault injection did not end within 30 s".into())),
-            }
+            finish_fault(&plan, task, &mut record).await;
         }
         let p = self.step_progress(
             &live,
@@ -485,6 +386,96 @@ impl<'a> Controller<'a> {
             ));
         }
         record
+    }
+
+    /// Schedules the step's fault at its start + warm-up, on a task of its own.
+    fn spawn_fault(&self, plan: FaultPlan, step: &str, start_at: i64) -> (FaultPlan, FaultTask) {
+        let (url, control) = (self.redis_url.clone(), self.redis_control.clone());
+        let at = start_at + plan.warmup.as_nanos() as i64;
+        info!(step = %step, fault = plan.mode.name(), "fault scheduled");
+        let task = tokio::spawn(async move {
+            crate::fault::inject(plan.mode, at, plan.duration, plan.persist, &url, control).await
+        });
+        (plan, task)
+    }
+
+    /// Sends the step to each participant (shard k of n) and returns those it reached.
+    async fn send_step(
+        &mut self,
+        step_index: u32,
+        step: &Step,
+        participants: &[u32],
+        start_at: i64,
+        record: &mut StepRecord,
+    ) -> BTreeSet<u32> {
+        let target = pb::Target {
+            redis_url: self.redis_url.clone(),
+            key_prefix: self.plan.target.key_prefix.clone(),
+            run_id: self.run_id.clone(),
+            servers: self.plan.target.servers.clone(),
+        };
+        let count = participants.len() as u32;
+        let mut pending = BTreeSet::new();
+        for (shard, &i) in participants.iter().enumerate() {
+            let msg = pb::RunStep {
+                step_index,
+                step_name: step.name.clone(),
+                spec: Some((&step.spec).into()),
+                shard: Some(pb::Shard {
+                    index: shard as u32,
+                    count,
+                }),
+                coord_start_unix_ns: start_at,
+                target: Some(target.clone()),
+                timeout_ms: step.timeout.as_millis() as u64,
+            };
+            let agent = &self.agents[i as usize];
+            record.agents_sent.push(agent.row.agent_id.clone());
+            if agent.send(Out::RunStep(msg)).await {
+                pending.insert(i);
+            } else {
+                record.failures.push((
+                    agent.row.agent_id.clone(),
+                    "stream closed before the step was sent".into(),
+                ));
+                self.lose(i, "stream closed".into());
+            }
+        }
+        pending
+    }
+
+    /// Records agent `i`'s result for the step: its figures, its metrics merged, or its failure.
+    fn on_result(&mut self, i: u32, r: pb::StepResult, record: &mut StepRecord, timeline: &mut TimelineBuilder) {
+        let start_at = record.scheduled_start_unix_ns;
+        let agent = &mut self.agents[i as usize];
+        agent.row.errors += r.errors;
+        let id = agent.row.agent_id.clone();
+        if r.coord_started_unix_ns != 0 {
+            record.agent_starts_unix_ns.push((id.clone(), r.coord_started_unix_ns));
+        }
+        // The final counts close the agent's timeline now, in coordinator time.
+        timeline.observe(&id, r.ops, r.errors, now_unix_ns());
+        record.per_agent.push(AgentStepFigures {
+            agent: id.clone(),
+            ops: r.ops,
+            errors: r.errors,
+            start_delay_ms: (r.coord_started_unix_ns != 0).then(|| (r.coord_started_unix_ns - start_at) as f64 / 1e6),
+            cpu_percent: (r.wall_us > 0 && r.cores > 0)
+                .then(|| r.cpu_us as f64 / r.wall_us as f64 / f64::from(r.cores) * 100.0),
+            rss_mb: (r.rss_bytes > 0).then(|| r.rss_bytes as f64 / 1_048_576.0),
+            wall_s: (r.wall_us > 0).then(|| r.wall_us as f64 / 1e6),
+        });
+        match r.outcome {
+            Some(pb::step_result::Outcome::Metrics(m)) => match merge_result(&mut record.merged, &m) {
+                Ok(()) => {
+                    agent.row.steps_completed += 1;
+                    record.agents_reported.push(id);
+                }
+                Err(e) => record.failures.push((id, e)),
+            },
+            Some(pb::step_result::Outcome::Failure(f)) => record.failures.push((id, f.message)),
+            None => record.failures.push((id, "empty result".into())),
+        }
     }
 
     fn step_progress(
@@ -564,4 +555,31 @@ pub fn refuse_late_joins(mut joins: mpsc::Receiver<Join>, expected: u32) {
 pub enum WaitError {
     Timeout,
     Interrupted,
+}
+
+type FaultTask = tokio::task::JoinHandle<Result<crate::fault::FaultRecord, String>>;
+
+/// Waits for the step's fault injection and records when the fault began and ended (or why not).
+async fn finish_fault(plan: &FaultPlan, task: FaultTask, record: &mut StepRecord) {
+    // A fault outlasting its step (an aborted run) is not waited for beyond 30 s.
+    match tokio::time::timeout(Duration::from_secs(30), task).await {
+        Ok(Ok(Ok(f))) => {
+            use bandsync_common::metrics::GaugeMerge;
+            record
+                .merged
+                .set_gauge(plan.begin_gauge, (f.began_ns / 1000) as f64, GaugeMerge::Min);
+            record
+                .merged
+                .set_gauge(plan.end_gauge, (f.ended_ns / 1000) as f64, GaugeMerge::Max);
+        }
+        Ok(Ok(Err(e))) => record
+            .failures
+            .push(("coordinator".into(), format!("fault injection: {e}"))),
+        Ok(Err(e)) => record
+            .failures
+            .push(("coordinator".into(), format!("fault injection panicked: {e}"))),
+        Err(_) => record
+            .failures
+            .push(("coordinator".into(), "fault injection did not end within 30 s".into())),
+    }
 }

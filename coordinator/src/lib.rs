@@ -115,6 +115,22 @@ pub struct ServerTls {
     pub client_ca_pem: Option<Vec<u8>>,
 }
 
+impl ServerTls {
+    /// Reads the coordinator's certificate and key, and the agents' CA when given.
+    pub fn from_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        use bandsync_common::cli::read_pem;
+        Ok(ServerTls {
+            cert_pem: read_pem("--tls-cert", cert)?,
+            key_pem: read_pem("--tls-key", key)?,
+            client_ca_pem: client_ca.map(|p| read_pem("--tls-client-ca", p)).transpose()?,
+        })
+    }
+}
+
 impl RunConfig {
     pub fn agents(expected_agents: u32) -> Self {
         Self {
@@ -137,76 +153,16 @@ pub async fn run(
     let started_unix_ms = now_unix_ns() / 1_000_000;
     let run_id = new_run_id();
     let listen = listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-    let uses_redis = plan.steps.iter().any(|s| s.spec.uses_redis());
     let redis_url = plan.target.redis_url.clone().unwrap_or_default();
     let run_prefix = format!("{}:{}:", plan.target.key_prefix, run_id);
 
-    // Fail before any agent is involved if the target is not there.
-    let mut redis = if uses_redis {
-        Some(target::connect(&redis_url).await?)
-    } else {
-        None
-    };
-    if let Some(step) = plan.steps.iter().find(|s| s.spec.uses_servers()) {
-        if plan.target.servers.is_empty() {
-            return Err(CoordinatorError::Usage(format!(
-                "step `{}` loads BandSync servers and there are none: set [target] servers, pass --server URL, or let the testbed start them ([testbed] servers = 2)",
-                step.name
-            )));
-        }
-        for server in &plan.target.servers {
-            target::check_server(server).await?;
-        }
-    }
+    // Fail before any agent is involved if the plan cannot run or the target is not there.
+    let mut redis = preflight(plan, config, &redis_url).await?;
 
     let (joins_tx, mut joins) = mpsc::channel(64);
-    let server_stop = CancellationToken::new();
-    let server = {
-        let stop = server_stop.clone();
-        let mut required: Vec<String> = plan.steps.iter().map(|s| s.spec.kind().to_owned()).collect();
-        required.dedup();
-        let service = LoadTestServer::new(service::Service {
-            joins: joins_tx,
-            required,
-        })
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-        let service =
-            tonic::service::interceptor::InterceptedService::new(service, auth::interceptor(config.token.clone()));
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &config.tls {
-            let mut cfg = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
-            if let Some(ca) = &tls.client_ca_pem {
-                cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-            }
-            builder = builder
-                .tls_config(cfg)
-                .map_err(|e| CoordinatorError::Tls(error_chain(&e)))?;
-        }
-        tokio::spawn(
-            builder
-                .tcp_nodelay(true)
-                .http2_keepalive_interval(Some(Duration::from_secs(2)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(3)))
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
-        )
-    };
+    let (server_stop, server) = serve(listener, config, plan, joins_tx)?;
     info!(%listen, run = %run_id, plan = %plan.name, expected = expected_agents, "waiting for agents");
 
-    if let Some(step) = plan.steps.iter().find(|s| {
-        s.spec
-            .hooks()
-            .fault
-            .is_some_and(|f| f.mode == bandsync_common::plan::FaultMode::Restart)
-    }) && config.redis_control.is_none()
-    {
-        return Err(CoordinatorError::Usage(format!(
-            "step `{}` restarts Redis: only the testbed's own redis-server can be restarted ([testbed] redis = true, no --redis-url)",
-            step.name
-        )));
-    }
     let mut ctl = Controller::new(plan, run_id.clone(), redis_url.clone(), shutdown.clone());
     ctl.redis_control = config.redis_control.clone();
     ctl.set_progress(config.progress);
@@ -234,55 +190,10 @@ pub async fn run(
     controller::refuse_late_joins(joins, expected_agents);
     ctl.sync_clocks().await;
 
-    let mut steps = Vec::with_capacity(plan.steps.len());
-    for (i, step) in plan.steps.iter().enumerate() {
-        if ctl.interrupted || ctl.shutdown.is_cancelled() {
-            ctl.interrupted = true;
-            break;
-        }
-        if ctl.stopping {
-            warn!(step = %step.name, "not run: an agent was lost and the plan stops on agent loss");
-            break;
-        }
-        if ctl.alive().count() == 0 {
-            ctl.incomplete.get_or_insert_with(|| "every agent was lost".into());
-            break;
-        }
-        let mut record = ctl.run_step(i as u32, step).await;
-        let hooks = step.spec.hooks();
-        if hooks.fault.is_some() && redis.is_some() {
-            // The fault dropped (or restarted) every connection, ours included: open a new one.
-            redis = Some(target::connect(&redis_url).await?);
-        }
-        if let (Some(read_back), Some(con)) = (&hooks.read_back, redis.as_mut())
-            && let Err(e) = target::read_back_session(con, &run_prefix, read_back, &mut record.merged).await
-        {
-            warn!(step = %step.name, error = %e, "could not read the shared session back");
-            record.failures.push((
-                "coordinator".into(),
-                format!("could not read the shared session back: {e}"),
-            ));
-        }
-        steps.push(record);
-        // Re-estimate between steps, which also shows drift over the run.
-        if !ctl.interrupted {
-            ctl.sync_clocks().await;
-        }
-    }
+    let steps = run_steps(&mut ctl, plan, &mut redis, &redis_url, &run_prefix).await?;
 
     let leftover_keys = match redis.as_mut() {
-        Some(con) => match target::count_and_sweep(con, &run_prefix).await {
-            Ok(n) => {
-                if n > 0 {
-                    warn!(keys = n, prefix = %run_prefix, "keys were left under the run prefix; swept them");
-                }
-                Some(n)
-            }
-            Err(e) => {
-                warn!(error = %e, "could not check for leftover keys");
-                None
-            }
-        },
+        Some(con) => sweep(con, &run_prefix).await,
         None => None,
     };
 
@@ -317,6 +228,155 @@ pub async fn run(
     Ok(Report::build(record))
 }
 
+/// What can be checked before any agent is involved: a fault the run may not inject, the Redis
+/// target (connected: the returned connection) and every BandSync server.
+async fn preflight(
+    plan: &Plan,
+    config: &RunConfig,
+    redis_url: &str,
+) -> Result<Option<redis::aio::MultiplexedConnection>, CoordinatorError> {
+    if let Some(step) = plan.steps.iter().find(|s| {
+        s.spec
+            .hooks()
+            .fault
+            .is_some_and(|f| f.mode == bandsync_common::plan::FaultMode::Restart)
+    }) && config.redis_control.is_none()
+    {
+        return Err(CoordinatorError::Usage(format!(
+            "step `{}` restarts Redis: only the testbed's own redis-server can be restarted ([testbed] redis = true, no --redis-url)",
+            step.name
+        )));
+    }
+    let uses_redis = plan.steps.iter().any(|s| s.spec.uses_redis());
+    let redis = if uses_redis {
+        Some(target::connect(redis_url).await?)
+    } else {
+        None
+    };
+    if let Some(step) = plan.steps.iter().find(|s| s.spec.uses_servers()) {
+        if plan.target.servers.is_empty() {
+            return Err(CoordinatorError::Usage(format!(
+                "step `{}` loads BandSync servers and there are none: set [target] servers, pass --server URL, or let the testbed start them ([testbed] servers = 2)",
+                step.name
+            )));
+        }
+        for server in &plan.target.servers {
+            target::check_server(server).await?;
+        }
+    }
+
+    Ok(redis)
+}
+
+type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Starts the control channel on `listener`: agents' joins arrive on `joins`.
+fn serve(
+    listener: TcpListener,
+    config: &RunConfig,
+    plan: &Plan,
+    joins_tx: mpsc::Sender<service::Join>,
+) -> Result<(CancellationToken, ServerTask), CoordinatorError> {
+    let server_stop = CancellationToken::new();
+    let server = {
+        let stop = server_stop.clone();
+        let mut required: Vec<String> = plan.steps.iter().map(|s| s.spec.kind().to_owned()).collect();
+        required.dedup();
+        let service = LoadTestServer::new(service::Service {
+            joins: joins_tx,
+            required,
+        })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+        let service =
+            tonic::service::interceptor::InterceptedService::new(service, auth::interceptor(config.token.clone()));
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            let mut cfg = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(ca) = &tls.client_ca_pem {
+                cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            builder = builder
+                .tls_config(cfg)
+                .map_err(|e| CoordinatorError::Tls(error_chain(&e)))?;
+        }
+        tokio::spawn(
+            builder
+                .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(2)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(3)))
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
+        )
+    };
+    Ok((server_stop, server))
+}
+
+/// Runs the plan's steps in order, each followed by its read-back hook and a clock re-estimate;
+/// stops early when interrupted, told to stop on agent loss, or left without agents.
+async fn run_steps(
+    ctl: &mut Controller<'_>,
+    plan: &Plan,
+    redis: &mut Option<redis::aio::MultiplexedConnection>,
+    redis_url: &str,
+    run_prefix: &str,
+) -> Result<Vec<bandsync_common::report::StepRecord>, CoordinatorError> {
+    let mut steps = Vec::with_capacity(plan.steps.len());
+    for (i, step) in plan.steps.iter().enumerate() {
+        if ctl.interrupted || ctl.shutdown.is_cancelled() {
+            ctl.interrupted = true;
+            break;
+        }
+        if ctl.stopping {
+            warn!(step = %step.name, "not run: an agent was lost and the plan stops on agent loss");
+            break;
+        }
+        if ctl.alive().count() == 0 {
+            ctl.incomplete.get_or_insert_with(|| "every agent was lost".into());
+            break;
+        }
+        let mut record = ctl.run_step(i as u32, step).await;
+        let hooks = step.spec.hooks();
+        if hooks.fault.is_some() && redis.is_some() {
+            // The fault dropped (or restarted) every connection, ours included: open a new one.
+            *redis = Some(target::connect(redis_url).await?);
+        }
+        if let (Some(read_back), Some(con)) = (&hooks.read_back, redis.as_mut())
+            && let Err(e) = target::read_back_session(con, run_prefix, read_back, &mut record.merged).await
+        {
+            warn!(step = %step.name, error = %e, "could not read the shared session back");
+            record.failures.push((
+                "coordinator".into(),
+                format!("could not read the shared session back: {e}"),
+            ));
+        }
+        steps.push(record);
+        // Re-estimate between steps, which also shows drift over the run.
+        if !ctl.interrupted {
+            ctl.sync_clocks().await;
+        }
+    }
+
+    Ok(steps)
+}
+
+/// Counts and deletes what is left under the run prefix (None: could not check).
+async fn sweep(con: &mut redis::aio::MultiplexedConnection, run_prefix: &str) -> Option<u64> {
+    match target::count_and_sweep(con, run_prefix).await {
+        Ok(n) => {
+            if n > 0 {
+                warn!(keys = n, prefix = %run_prefix, "keys were left under the run prefix; swept them");
+            }
+            Some(n)
+        }
+        Err(e) => {
+            warn!(error = %e, "could not check for leftover keys");
+            None
+        }
+    }
+}
+
 /// How the binary launches a run: the plan plus command-line overrides.
 #[derive(Clone, Debug, Default)]
 pub struct Launch {
@@ -345,7 +405,19 @@ pub struct Launch {
 pub const DEFAULT_PORT: u16 = 7700;
 
 /// Starts the testbed the plan (or the command line) asks for, runs the plan, tears it down.
-pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -> Result<Report, CoordinatorError> {
+/// What the command line and the plan settle between them, checked before anything starts.
+struct Settled {
+    local_agents: u32,
+    expected: u32,
+    agent_bin: Option<PathBuf>,
+    local_servers: u32,
+    server_bin: Option<PathBuf>,
+    addr: SocketAddr,
+    token: Option<String>,
+}
+
+/// Applies the command-line overrides to `plan` and checks every usage rule; starts nothing.
+fn settle(plan: &mut Plan, opts: &Launch) -> Result<Settled, CoordinatorError> {
     let local_agents = opts
         .local_agents
         .or(plan.testbed.as_ref().map(|t| t.local_agents))
@@ -409,26 +481,6 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
         None
     };
 
-    // A private Redis when the plan wants one and no URL was given.
-    let redis: Option<fault::RedisControl> = if plan.target.redis_url.is_none() {
-        let server = RedisServer::start().await?;
-        plan.target.redis_url = Some(server.url());
-        Some(std::sync::Arc::new(tokio::sync::Mutex::new(server)))
-    } else {
-        None
-    };
-    // Reference servers sharing the target Redis: the default cross-instance target.
-    let servers = match &server_bin {
-        Some(bin) => {
-            let redis_url = plan.target.redis_url.clone().expect("set above");
-            let prefix = format!("{}:testbed-server", plan.target.key_prefix);
-            let servers = LocalServers::start(local_servers, bin, &redis_url, &prefix).await?;
-            plan.target.servers = servers.urls().to_vec();
-            servers
-        }
-        None => LocalServers::default(),
-    };
-
     let addr = opts.listen.unwrap_or_else(|| {
         if local_agents > 0 && opts.agents.is_none() && plan.run.agents.is_none() {
             SocketAddr::from(([127, 0, 0, 1], 0))
@@ -455,27 +507,67 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
         None if local_agents > 0 => Some(auth::generate()),
         None => None,
     };
-    let listener = TcpListener::bind(addr).await.map_err(|e| CoordinatorError::Listen {
-        addr: addr.to_string(),
-        reason: e.to_string(),
-    })?;
+    Ok(Settled {
+        local_agents,
+        expected,
+        agent_bin,
+        local_servers,
+        server_bin,
+        addr,
+        token,
+    })
+}
+
+pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -> Result<Report, CoordinatorError> {
+    let settled = settle(&mut plan, &opts)?;
+    // A private Redis when the plan wants one and no URL was given.
+    let redis: Option<fault::RedisControl> = if plan.target.redis_url.is_none() {
+        let server = RedisServer::start().await?;
+        plan.target.redis_url = Some(server.url());
+        Some(std::sync::Arc::new(tokio::sync::Mutex::new(server)))
+    } else {
+        None
+    };
+    // Reference servers sharing the target Redis: the default cross-instance target.
+    let servers = match &settled.server_bin {
+        Some(bin) => {
+            let redis_url = plan.target.redis_url.clone().expect("set above");
+            let prefix = format!("{}:testbed-server", plan.target.key_prefix);
+            let servers = LocalServers::start(settled.local_servers, bin, &redis_url, &prefix).await?;
+            plan.target.servers = servers.urls().to_vec();
+            servers
+        }
+        None => LocalServers::default(),
+    };
+
+    let listener = TcpListener::bind(settled.addr)
+        .await
+        .map_err(|e| CoordinatorError::Listen {
+            addr: settled.addr.to_string(),
+            reason: e.to_string(),
+        })?;
     let port = listener
         .local_addr()
         .map_err(|e| CoordinatorError::Listen {
-            addr: addr.to_string(),
+            addr: settled.addr.to_string(),
             reason: e.to_string(),
         })?
         .port();
-    let agents = match &agent_bin {
-        Some(bin) => LocalAgents::spawn(local_agents, &format!("http://127.0.0.1:{port}"), bin, token.as_deref())?,
+    let agents = match &settled.agent_bin {
+        Some(bin) => LocalAgents::spawn(
+            settled.local_agents,
+            &format!("http://127.0.0.1:{port}"),
+            bin,
+            settled.token.as_deref(),
+        )?,
         None => LocalAgents::default(),
     };
     let result = run(
         &plan,
         listener,
         &RunConfig {
-            expected_agents: expected,
-            token,
+            expected_agents: settled.expected,
+            token: settled.token,
             tls: opts.tls,
             progress: opts.progress,
             redis_control: redis.clone(),

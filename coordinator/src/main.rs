@@ -2,21 +2,14 @@
 //! Exit codes: 0 criteria met, 1 a criterion failed, 2 bad plan or usage, 3 run incomplete,
 //! 130 interrupted.
 
-/// `eprintln!` that cannot panic: a closed stderr (a reader that went away) must not kill a run
-/// that is stopping its load or writing its report.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
+use bandsync_common::say;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bandsync_coordinator::Launch;
+use bandsync_common::report::ReportFiles;
 use bandsync_coordinator::progress::ProgressMode;
+use bandsync_coordinator::{Launch, ServerTls};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -107,17 +100,9 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // On a terminal, live progress bars replace the info-level log lines (RUST_LOG still wins).
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr()) && matches!(cli.log_format, LogFormat::Text);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| if tty { "warn".into() } else { "info".into() });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let json_logs = matches!(cli.log_format, LogFormat::Json);
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !json_logs;
+    bandsync_common::cli::init_logging(json_logs, if tty { "warn" } else { "info" });
     match cli.command {
         Command::Validate { plan } => match bandsync_common::plan::load(&plan) {
             Ok(p) => {
@@ -153,7 +138,7 @@ fn main() -> ExitCode {
             html,
             json,
         } => {
-            // The plan is checked before anything starts.
+            // The plan and every file named on the command line are read before anything starts.
             let plan = match bandsync_common::plan::load(&plan) {
                 Ok(p) => p,
                 Err(e) => {
@@ -161,8 +146,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let token = match read_token(token, token_file.as_deref()) {
-                Ok(t) => t,
+            let files = (|| {
+                let token = bandsync_common::cli::read_token(token, token_file.as_deref())?;
+                let tls = match (&tls_cert, &tls_key) {
+                    (Some(cert), Some(key)) => Some(ServerTls::from_files(cert, key, tls_client_ca.as_deref())?),
+                    _ => None,
+                };
+                Ok::<_, String>((token, tls))
+            })();
+            let (token, tls) = match files {
+                Ok(f) => f,
                 Err(e) => {
                     say!("bandsync-coordinator: {e}");
                     return ExitCode::from(2);
@@ -178,66 +171,29 @@ fn main() -> ExitCode {
                 server_bin,
                 servers,
                 token,
-                tls: None,
+                tls,
                 progress: if tty { ProgressMode::Bar } else { ProgressMode::Log },
             };
-            let mut opts = opts;
-            if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
-                let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-                let tls = (|| {
-                    Ok::<_, String>(bandsync_coordinator::ServerTls {
-                        cert_pem: read(cert)?,
-                        key_pem: read(key)?,
-                        client_ca_pem: tls_client_ca.as_ref().map(read).transpose()?,
-                    })
-                })();
-                match tls {
-                    Ok(t) => opts.tls = Some(t),
-                    Err(e) => {
-                        say!("bandsync-coordinator: TLS: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            ExitCode::from(runtime.block_on(run(plan, opts, Outputs { json, junit, html })))
+            ExitCode::from(runtime.block_on(run(plan, opts, ReportFiles { json, junit, html })))
         }
     }
 }
 
-/// Report files besides the text on stdout.
-struct Outputs {
-    json: Option<PathBuf>,
-    junit: Option<PathBuf>,
-    html: Option<PathBuf>,
-}
-
-async fn run(plan: bandsync_common::plan::Plan, opts: Launch, outputs: Outputs) -> u8 {
+async fn run(plan: bandsync_common::plan::Plan, opts: Launch, files: ReportFiles) -> u8 {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        bandsync_common::cli::wait_for_signal().await;
         say!("bandsync-coordinator: interrupted; stopping the agents and writing a partial report");
         signal.cancel();
     });
     match bandsync_coordinator::launch(plan, opts, shutdown).await {
         Ok(report) => {
             print!("{}", bandsync_common::report::render_text(&report));
-            let files = [
-                (
-                    outputs.json,
-                    serde_json::to_string_pretty(&report).expect("report serializes") + "\n",
-                ),
-                (outputs.junit, bandsync_common::report::render_junit(&report)),
-                (outputs.html, bandsync_common::html::render_html(&report)),
-            ];
-            for (path, content) in files {
-                if let Some(path) = path
-                    && let Err(e) = std::fs::write(&path, content)
-                {
-                    say!("bandsync-coordinator: cannot write {}: {e}", path.display());
-                    return 3;
-                }
+            if let Err(e) = report.write_files(&files) {
+                say!("bandsync-coordinator: {e}");
+                return 3;
             }
             report.exit_code() as u8
         }
@@ -246,28 +202,4 @@ async fn run(plan: bandsync_common::plan::Plan, opts: Launch, outputs: Outputs) 
             e.exit_code()
         }
     }
-}
-
-/// `--token-file` wins over `--token`; the file's surrounding whitespace is ignored.
-fn read_token(token: Option<String>, file: Option<&std::path::Path>) -> Result<Option<String>, String> {
-    match file {
-        Some(f) => std::fs::read_to_string(f)
-            .map(|t| Some(t.trim().to_owned()))
-            .map_err(|e| format!("--token-file {}: {e}", f.display())),
-        None => Ok(token),
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

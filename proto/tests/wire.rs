@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bandsync_common::plan::{FaultMode, StepSpec};
+use bandsync_common::workloads::band::Band;
 use bandsync_common::workloads::redis_concurrent::Connections;
 use bandsync_common::workloads::session_concurrent_updates::Locking;
 use bandsync_common::workloads::*;
@@ -53,14 +54,14 @@ fn step_specs_survive_the_wire() {
             interval: Duration::from_millis(100),
             settle: Duration::from_secs(2),
         }),
-        StepSpec::SessionSync(SessionSync {
+        StepSpec::SessionSync(SessionSync(Band {
             sessions: 4,
             members: 6,
             changes: 12,
             interval: Duration::from_millis(500),
             ramp_up: Duration::from_secs(2),
             settle: Duration::from_secs(2),
-        }),
+        })),
         StepSpec::RedisFailover(RedisFailover {
             mode: FaultMode::Restart,
             warmup: Duration::from_secs(2),

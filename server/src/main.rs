@@ -47,20 +47,16 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    bandsync_common::cli::init_logging(matches!(cli.log_format, LogFormat::Json), "info");
     if cli.redis_prefix.is_empty() || cli.redis_prefix.contains(char::is_whitespace) {
         eprintln!("bandsync-server: --redis-prefix / REDIS_PREFIX must be non-empty without spaces");
         return ExitCode::from(64);
     }
     if let Err(e) = url::Url::parse(&cli.redis_url) {
-        eprintln!("bandsync-server: --redis-url / REDIS_URL `{}`: {e}", cli.redis_url);
+        eprintln!(
+            "bandsync-server: --redis-url / REDIS_URL `{}`: {e}",
+            bandsync_common::fmt::redact_url(&cli.redis_url)
+        );
         return ExitCode::from(64);
     }
     let instance_id = cli.instance_id.clone().unwrap_or_else(|| {
@@ -95,7 +91,7 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            bandsync_common::cli::wait_for_signal().await;
             signal.cancel();
         });
         match serve(cfg, listener, shutdown).await {
@@ -106,12 +102,4 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bandsync_common::clock::{ClockEstimate, now_unix_ns};
 use bandsync_common::metrics::{GaugeMerge, MetricSet};
-use bandsync_common::workloads::band as n;
+use bandsync_common::workloads::band::{self as n, Band};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -277,119 +277,55 @@ fn median(v: &mut [f64]) -> f64 {
 /// What `run_with` runs: the sync step's parameters, the script, and an optional fault window.
 #[derive(Clone, Copy, Debug)]
 pub struct Params {
-    pub sessions: u64,
-    pub members: u32,
-    pub changes: u32,
-    pub interval: Duration,
-    pub ramp_up: Duration,
-    pub settle: Duration,
+    pub band: Band,
     pub script: Script,
     pub window: Option<(i64, i64)>,
 }
 
+/// The counters every agent reports, zero when nothing happened.
+const COUNTERS: [&str; 19] = [
+    n::MEMBERS_PLANNED,
+    n::MEMBERS_CONNECTED,
+    n::CONNECT_FAILURES,
+    n::RECONNECTS,
+    n::LEADERS,
+    n::CHANGES_SCHEDULED,
+    n::CHANGES_EMITTED,
+    n::EXPECTED_DELIVERIES,
+    n::DELIVERED,
+    n::MISSED,
+    n::CONVERGED,
+    n::DUPLICATES,
+    n::OUT_OF_ORDER,
+    n::WITHOUT_VERSION,
+    n::WITHOUT_SERVER_TS,
+    n::UNEXPECTED_STATES,
+    n::SNAPSHOTS,
+    n::TICKS,
+    n::TICKS_MISSED,
+];
+
 pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
-    let Params {
-        sessions,
-        members,
-        changes,
-        interval,
-        ramp_up,
-        settle,
-        script,
-        window,
-    } = p;
     if ctx.servers.is_empty() {
         return Err(WorkloadError::Internal("no BandSync server in the target".into()));
     }
-    let instances = ctx.servers.len() as u64;
-    let (agents, me) = (u64::from(ctx.shard_count), u64::from(ctx.shard_index));
-    let mine: Vec<(u64, u64)> = (0..sessions)
-        .flat_map(|s| (0..u64::from(members)).map(move |m| (s, m)))
-        .filter(|(s, m)| (s + m) % agents == me)
-        .collect();
-    let t0_ns = ctx.coord_start_ns + ramp_up.as_nanos() as i64 + 1_000_000_000;
-    let interval_ns = interval.as_nanos() as i64;
-    // Sessions' scripts are staggered over one interval (session s starts s/S of an interval
-    // later), as bands do not all change tempo in the same millisecond; a synchronised burst
-    // would measure the load generator's own queueing.
-    let stagger = |s: u64| (interval_ns as i128 * i128::from(s) / i128::from(sessions.max(1))) as i64;
-    let end_ns = t0_ns + i64::from(changes.max(1)) * interval_ns + settle.as_nanos() as i64;
-    let start_agent = now_unix_ns();
+    let jobs = placement(&p, ctx);
+    let planned = jobs.len();
     let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTS_IN_FLIGHT));
     // What holding the members costs this agent: peak RSS over the step minus RSS before it.
-    let rss_before = crate::proc::rss_bytes().unwrap_or(0);
-    let sampling = tokio_util::sync::CancellationToken::new();
-    let sampler = {
-        let stop = sampling.clone();
-        tokio::spawn(async move {
-            let mut peak = 0u64;
-            loop {
-                peak = peak.max(crate::proc::rss_bytes().unwrap_or(0));
-                tokio::select! {
-                    () = stop.cancelled() => return peak,
-                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
-                }
-            }
-        })
-    };
-
+    let rss = RssSampler::start();
     let mut tasks = JoinSet::new();
-    let count = mine.len().max(1) as u64;
-    for (k, (s, m)) in mine.iter().copied().enumerate() {
-        let g = s * u64::from(members) + m;
-        let instance = ((s + m / agents) % instances) as usize;
-        let leader_instance = (s % instances) as usize;
-        let state = Member {
-            changes: i64::from(changes),
-            t0_ns: t0_ns + stagger(s),
-            interval_ns,
-            leader: m == 0,
-            same_instance: instance == leader_instance,
-            script,
-            window,
-            ..Member::default()
-        };
-        let slot = start_agent + (ramp_up.as_nanos() as u64 * k as u64 / count) as i64;
-        let job = Job {
-            url: sio::base_url(&ctx.servers[instance]),
-            session: format!("{}sync-{s}", ctx.run_base),
-            name: format!("member-{g}"),
-            slot_agent_ns: slot,
-            end_coord_ns: end_ns,
-            state: Arc::new(Mutex::new(state)),
-            session_index: s,
-            instance,
-        };
+    for job in jobs {
         let (clock, cancel, gate, live) = (ctx.clock, ctx.cancel.clone(), gate.clone(), ctx.live.clone());
         tasks.spawn(async move { job.run(clock, &cancel, &gate, &live).await });
     }
 
     let mut metrics = MetricSet::new();
-    for c in [
-        n::MEMBERS_PLANNED,
-        n::MEMBERS_CONNECTED,
-        n::CONNECT_FAILURES,
-        n::RECONNECTS,
-        n::LEADERS,
-        n::CHANGES_SCHEDULED,
-        n::CHANGES_EMITTED,
-        n::EXPECTED_DELIVERIES,
-        n::DELIVERED,
-        n::MISSED,
-        n::CONVERGED,
-        n::DUPLICATES,
-        n::OUT_OF_ORDER,
-        n::WITHOUT_VERSION,
-        n::WITHOUT_SERVER_TS,
-        n::UNEXPECTED_STATES,
-        n::SNAPSHOTS,
-        n::TICKS,
-        n::TICKS_MISSED,
-    ] {
+    for c in COUNTERS {
         metrics.add_counter(c, 0);
     }
-    metrics.add_counter(n::MEMBERS_PLANNED, mine.len() as u64);
-    metrics.set_gauge(n::INSTANCES, instances as f64, GaugeMerge::Max);
+    metrics.add_counter(n::MEMBERS_PLANNED, planned as u64);
+    metrics.set_gauge(n::INSTANCES, ctx.servers.len() as f64, GaugeMerge::Max);
     metrics.set_gauge(
         n::CLOCK_BOUND_US,
         ctx.clock.uncertainty_ns as f64 / 1000.0,
@@ -417,17 +353,103 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
             } => fold(&mut metrics, *member, emitted, &emit_lag_us, session, instance),
         }
     }
-    sampling.cancel();
-    let peak = sampler.await.unwrap_or(0);
-    if !mine.is_empty() {
-        let per_member = peak.saturating_sub(rss_before) as f64 / mine.len() as f64;
+    let (rss_before, peak) = rss.stop().await;
+    if planned > 0 {
+        let per_member = peak.saturating_sub(rss_before) as f64 / planned as f64;
         metrics.set_gauge(n::RSS_PER_MEMBER_BYTES, per_member, GaugeMerge::Max);
-        metrics.set_gauge(n::MEMBERS_PER_AGENT, mine.len() as f64, GaugeMerge::Max);
+        metrics.set_gauge(n::MEMBERS_PER_AGENT, planned as f64, GaugeMerge::Max);
     }
     if cancelled {
         return Err(WorkloadError::Cancelled);
     }
     Ok(metrics)
+}
+
+/// This agent's members (see the module's placement), each with its schedule and instance.
+fn placement(p: &Params, ctx: &StepContext) -> Vec<Job> {
+    let Band {
+        sessions,
+        members,
+        changes,
+        interval,
+        ramp_up,
+        settle,
+    } = p.band;
+    let instances = ctx.servers.len() as u64;
+    let (agents, me) = (u64::from(ctx.shard_count), u64::from(ctx.shard_index));
+    let mine: Vec<(u64, u64)> = (0..sessions)
+        .flat_map(|s| (0..u64::from(members)).map(move |m| (s, m)))
+        .filter(|(s, m)| (s + m) % agents == me)
+        .collect();
+    let t0_ns = ctx.coord_start_ns + ramp_up.as_nanos() as i64 + 1_000_000_000;
+    let interval_ns = interval.as_nanos() as i64;
+    // Sessions' scripts are staggered over one interval (session s starts s/S of an interval
+    // later), as bands do not all change tempo in the same millisecond; a synchronised burst
+    // would measure the load generator's own queueing.
+    let stagger = |s: u64| (interval_ns as i128 * i128::from(s) / i128::from(sessions.max(1))) as i64;
+    let end_ns = t0_ns + i64::from(changes.max(1)) * interval_ns + settle.as_nanos() as i64;
+    let start_agent = now_unix_ns();
+    let count = mine.len().max(1) as u64;
+    mine.iter()
+        .copied()
+        .enumerate()
+        .map(|(k, (s, m))| {
+            let g = s * u64::from(members) + m;
+            let instance = ((s + m / agents) % instances) as usize;
+            let leader_instance = (s % instances) as usize;
+            let state = Member {
+                changes: i64::from(changes),
+                t0_ns: t0_ns + stagger(s),
+                interval_ns,
+                leader: m == 0,
+                same_instance: instance == leader_instance,
+                script: p.script,
+                window: p.window,
+                ..Member::default()
+            };
+            Job {
+                url: sio::base_url(&ctx.servers[instance]),
+                session: format!("{}sync-{s}", ctx.run_base),
+                name: format!("member-{g}"),
+                slot_agent_ns: start_agent + (ramp_up.as_nanos() as u64 * k as u64 / count) as i64,
+                end_coord_ns: end_ns,
+                state: Arc::new(Mutex::new(state)),
+                session_index: s,
+                instance,
+            }
+        })
+        .collect()
+}
+
+/// Samples this process's RSS every 250 ms until stopped: (RSS at start, peak).
+struct RssSampler {
+    before: u64,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start() -> Self {
+        let before = crate::proc::rss_bytes().unwrap_or(0);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak = 0u64;
+            loop {
+                peak = peak.max(crate::proc::rss_bytes().unwrap_or(0));
+                tokio::select! {
+                    () = token.cancelled() => return peak,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        });
+        RssSampler { before, stop, task }
+    }
+
+    async fn stop(self) -> (u64, u64) {
+        self.stop.cancel();
+        (self.before, self.task.await.unwrap_or(0))
+    }
 }
 
 fn fold(m: &mut MetricSet, mut member: Member, emitted: u64, emit_lag_us: &[u64], session: u64, instance: usize) {

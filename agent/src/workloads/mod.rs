@@ -6,16 +6,18 @@
 
 pub mod band;
 pub mod event_consistency;
-pub mod persistence;
 pub mod redis;
 pub mod redis_basic_ops;
 pub mod redis_concurrent;
 pub mod redis_failover;
 pub mod redis_memory;
 pub mod redis_pool;
+pub mod session_concurrent_updates;
+pub mod session_integrity;
 pub mod session_sync;
 pub mod sio;
-pub mod timestamps;
+pub mod timestamp_generation;
+pub mod timestamp_precision;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

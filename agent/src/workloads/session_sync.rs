@@ -9,12 +9,7 @@ use super::{Run, StepContext, WorkloadError};
 impl Run for SessionSync {
     async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
         let params = band::Params {
-            sessions: self.sessions,
-            members: self.members,
-            changes: self.changes,
-            interval: self.interval,
-            ramp_up: self.ramp_up,
-            settle: self.settle,
+            band: self.0,
             script: Script::Band,
             window: None,
         };

@@ -185,7 +185,7 @@ impl std::error::Error for PlanError {}
 /// Reads and validates a plan file.
 pub fn load(path: &Path) -> Result<Plan, PlanError> {
     let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| PlanError {
+    let source = crate::files::read_text(path, crate::files::PLAN_LIMIT).map_err(|e| PlanError {
         file: file.clone(),
         line: 0,
         column: 0,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::StepReport;
 use crate::plan::Criteria;
-use crate::workload::{Combine, CriterionDef, Measure, Score};
+use crate::workload::{Combine, CriterionDef, Measure, Rating, Score};
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct CriterionResult {
@@ -33,7 +33,7 @@ pub struct Overall {
     pub max_score: u32,
     pub percentage: f64,
     /// The document's `calculateOverallRating`: ≥ 85 % Excellent, ≥ 70 % Good, else Needs Improvement.
-    pub rating: String,
+    pub rating: Rating,
 }
 
 /// Every declared criterion, in the report's order, measured over the steps of its kind; then
@@ -141,18 +141,18 @@ pub fn overall_rating(steps: &[StepReport]) -> (Overall, Option<String>) {
         f64::from(score) * 100.0 / f64::from(max_score)
     };
     let rating = if percentage >= 85.0 {
-        "Excellent"
+        Rating::Excellent
     } else if percentage >= 70.0 {
-        "Good"
+        Rating::Good
     } else {
-        "Needs Improvement"
+        Rating::NeedsImprovement
     };
     (
         Overall {
             score,
             max_score,
             percentage,
-            rating: rating.to_owned(),
+            rating,
         },
         note,
     )

@@ -2,7 +2,7 @@
 //! run's summary, the success criteria, latency percentile curves per operation, the steps, the
 //! agents and the notes.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write};
 
 use super::{CriterionStatus, Report, RunStatus, TimelinePoint};
 use crate::fmt::group;
@@ -33,10 +33,10 @@ fn points(h: &HistSummary) -> [(f64, f64); 6] {
 }
 
 /// A latency percentile chart: one line per series, log-scaled latency in ms.
-fn percentile_chart(title: &str, series: &[(String, HistSummary)], unit_to_ms: f64) -> String {
+fn percentile_chart(o: &mut dyn Write, title: &str, series: &[(String, HistSummary)], unit_to_ms: f64) -> fmt::Result {
     let series: Vec<_> = series.iter().filter(|(_, h)| h.count > 0).collect();
     if series.is_empty() {
-        return String::new();
+        return Ok(());
     }
     let (w, h, left, right, top, bottom) = (600.0, 310.0, 64.0, 190.0, 48.0, 44.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
@@ -56,19 +56,18 @@ fn percentile_chart(title: &str, series: &[(String, HistSummary)], unit_to_ms: f
         .max(lo + 1.0);
     let x = |n: f64| left + n / 4.0 * pw;
     let y = |v: f64| top + ph - (ms(v).log10() - lo) / (hi - lo) * ph;
-    let mut o = String::new();
-    let _ = write!(
+    write!(
         o,
         r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><title>{t}</title>"#,
         t = esc(title)
-    );
+    )?;
     let (what, which) = title.split_once(" — ").unwrap_or((title, ""));
-    let _ = write!(
+    write!(
         o,
         r#"<text x="8" y="18" class="ct">{}</text><text x="8" y="34" class="tick">{}</text>"#,
         esc(what),
         esc(which)
-    );
+    )?;
     let mut d = lo;
     while d <= hi {
         let yy = top + ph - (d - lo) / (hi - lo) * ph;
@@ -77,13 +76,13 @@ fn percentile_chart(title: &str, series: &[(String, HistSummary)], unit_to_ms: f
         } else {
             group(10f64.powf(d))
         };
-        let _ = write!(
+        write!(
             o,
             r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" class="grid"/><text x="{}" y="{:.1}" class="tick" text-anchor="end">{label} ms</text>"##,
             left + pw,
             left - 6.0,
             yy + 4.0
-        );
+        )?;
         d += 1.0;
     }
     for (n, label) in [
@@ -95,12 +94,12 @@ fn percentile_chart(title: &str, series: &[(String, HistSummary)], unit_to_ms: f
         (4.0, "max"),
     ] {
         let xx = x(n);
-        let _ = write!(
+        write!(
             o,
             r#"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{}" class="grid"/><text x="{xx:.1}" y="{}" class="tick" text-anchor="middle">{label}</text>"#,
             top + ph,
             top + ph + 18.0
-        );
+        )?;
     }
     for (i, (name, s)) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -108,23 +107,23 @@ fn percentile_chart(title: &str, series: &[(String, HistSummary)], unit_to_ms: f
             .iter()
             .map(|(n, v)| format!("{:.1},{:.1}", x(*n), y(*v)))
             .collect();
-        let _ = write!(
+        write!(
             o,
             r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
             path.join(" ")
-        );
+        )?;
         for (n, v) in points(s) {
-            let _ = write!(
+            write!(
                 o,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{}: {:.3} ms</title></circle>"#,
                 x(n),
                 y(v),
                 esc(name),
                 ms(v)
-            );
+            )?;
         }
         let ly = top + 14.0 + i as f64 * 20.0;
-        let _ = write!(
+        write!(
             o,
             r#"<rect x="{}" y="{}" width="12" height="12" fill="{color}"/><text x="{}" y="{ly:.1}" class="legend">{} (n={})</text>"#,
             left + pw + 16.0,
@@ -132,16 +131,16 @@ fn percentile_chart(title: &str, series: &[(String, HistSummary)], unit_to_ms: f
             left + pw + 34.0,
             esc(name),
             group(s.count as f64)
-        );
+        )?;
     }
-    o.push_str("</svg>");
-    o
+    o.write_str("</svg>")?;
+    Ok(())
 }
 
 /// Operations and errors per second over a step: ops/s on the left scale, errors/s on the right.
-fn timeline_chart(title: &str, points: &[TimelinePoint]) -> String {
+fn timeline_chart(o: &mut dyn Write, title: &str, points: &[TimelinePoint]) -> fmt::Result {
     if points.len() < 2 {
-        return String::new();
+        return Ok(());
     }
     let (w, h, left, right, top, bottom) = (600.0, 310.0, 64.0, 190.0, 48.0, 44.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
@@ -149,23 +148,22 @@ fn timeline_chart(title: &str, points: &[TimelinePoint]) -> String {
     let max_err = points.iter().map(|p| p.errors).max().unwrap_or(0).max(1) as f64;
     let n = points.len() as f64;
     let x = |s: f64| left + (s + 0.5) / n * pw;
-    let mut o = String::new();
     let (what, which) = title.split_once(" — ").unwrap_or((title, ""));
-    let _ = write!(
+    write!(
         o,
         r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><title>{t}</title>"#,
         t = esc(title)
-    );
-    let _ = write!(
+    )?;
+    write!(
         o,
         r#"<text x="8" y="18" class="ct">{}</text><text x="8" y="34" class="tick">{}</text>"#,
         esc(what),
         esc(which)
-    );
+    )?;
     for k in 0..=4 {
         let f = f64::from(k) / 4.0;
         let yy = top + ph - f * ph;
-        let _ = write!(
+        write!(
             o,
             r#"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" class="grid"/><text x="{}" y="{:.1}" class="tick" text-anchor="end">{}</text><text x="{}" y="{:.1}" class="tick err">{}</text>"#,
             left + pw,
@@ -175,17 +173,17 @@ fn timeline_chart(title: &str, points: &[TimelinePoint]) -> String {
             left + pw + 6.0,
             yy + 4.0,
             group(max_err * f)
-        );
+        )?;
     }
     let every = (points.len() / 10).max(1);
     for p in points.iter().step_by(every) {
-        let _ = write!(
+        write!(
             o,
             r#"<text x="{:.1}" y="{}" class="tick" text-anchor="middle">{}s</text>"#,
             x(f64::from(p.second)),
             top + ph + 18.0,
             p.second
-        );
+        )?;
     }
     let ops: Vec<String> = points
         .iter()
@@ -207,20 +205,20 @@ fn timeline_chart(title: &str, points: &[TimelinePoint]) -> String {
             )
         })
         .collect();
-    let _ = write!(
+    write!(
         o,
         r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
         ops.join(" "),
         PALETTE[0]
-    );
-    let _ = write!(
+    )?;
+    write!(
         o,
         r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2" stroke-dasharray="4 3"/>"#,
         errs.join(" "),
         PALETTE[1]
-    );
+    )?;
     let lx = left + pw + 60.0;
-    let _ = write!(
+    write!(
         o,
         r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}" class="legend">ops/s (left)</text><rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}" class="legend">errors/s (right)</text>"#,
         top + 4.0,
@@ -231,20 +229,38 @@ fn timeline_chart(title: &str, points: &[TimelinePoint]) -> String {
         PALETTE[1],
         lx + 18.0,
         top + 34.0
-    );
-    o.push_str("</svg>");
-    o
+    )?;
+    o.write_str("</svg>")?;
+    Ok(())
 }
 
 /// The report as one self-contained HTML page.
 pub fn render_html(r: &Report) -> String {
     let mut o = String::new();
+    write_html(r, &mut o).expect("writing to a String cannot fail");
+    o
+}
+
+/// [`render_html`] into any writer.
+pub fn write_html(r: &Report, o: &mut dyn Write) -> fmt::Result {
+    head(r, o)?;
+    overview(r, o)?;
+    criteria(r, o)?;
+    charts(r, o)?;
+    steps(r, o)?;
+    agents(r, o)?;
+    notes(r, o)?;
+    Ok(())
+}
+
+/// The page head (style) and the header line.
+fn head(r: &Report, o: &mut dyn Write) -> fmt::Result {
     let status = match &r.status {
         RunStatus::Complete => ("complete", "ok".to_owned()),
         RunStatus::Incomplete { reason } => ("incomplete", format!("incomplete: {}", esc(reason))),
         RunStatus::Interrupted => ("interrupted", "interrupted: partial report".to_owned()),
     };
-    let _ = write!(
+    write!(
         o,
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>BandSync load test: {plan}</title><style>
 body{{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1f2937}}
@@ -260,8 +276,8 @@ th{{color:#6b7280;font-weight:600;font-size:12px;text-transform:uppercase;letter
 ul.notes li{{margin:4px 0}}
 </style></head><body>"#,
         plan = esc(&r.plan)
-    );
-    let _ = write!(
+    )?;
+    write!(
         o,
         r#"<header><h1>Redis &amp; Timestamp Performance Report — {plan}</h1><div class="meta">run {run} · {agents} agent(s) · {secs:.1} s · <span class="status-{cls}">{status}</span></div></header><main>"#,
         plan = esc(&r.plan),
@@ -270,82 +286,102 @@ ul.notes li{{margin:4px 0}}
         secs = r.execution_time_s,
         cls = status.0,
         status = status.1
-    );
+    )?;
+    Ok(())
+}
 
+/// The overview tiles: rating, criteria, keys left.
+fn overview(r: &Report, o: &mut dyn Write) -> fmt::Result {
     let passed = r.criteria.iter().filter(|c| c.status == CriterionStatus::Pass).count();
     let failed = r.criteria.iter().filter(|c| c.status == CriterionStatus::Fail).count();
-    let _ = write!(
+    write!(
         o,
         r#"<section><h2>Overview</h2><div class="kpis"><div class="kpi">Overall rating (document's scoring)<b>{}</b>{} of {} points, {:.0}%</div><div class="kpi">Success criteria<b>{passed} pass · {failed} fail</b>{} not measured by this plan</div><div class="kpi">Keys left under the run prefix<b>{}</b>{}</div></div></section>"#,
-        esc(&r.overall.rating),
+        esc(r.overall.rating.as_str()),
         r.overall.score,
         r.overall.max_score,
         r.overall.percentage,
         r.criteria.len() - passed - failed,
         r.leftover_keys.map_or_else(|| "not checked".into(), |n| n.to_string()),
         esc(&r.target.run_prefix)
-    );
+    )?;
+    Ok(())
+}
 
-    o.push_str(r#"<section><h2>Success criteria</h2><table><tr><th>status</th><th>criterion</th><th>target</th><th>measured</th><th>source</th></tr>"#);
+/// The success criteria table.
+fn criteria(r: &Report, o: &mut dyn Write) -> fmt::Result {
+    o.write_str(r#"<section><h2>Success criteria</h2><table><tr><th>status</th><th>criterion</th><th>target</th><th>measured</th><th>source</th></tr>"#)?;
     for c in &r.criteria {
         let (cls, label) = match c.status {
             CriterionStatus::Pass => ("pass", "PASS"),
             CriterionStatus::Fail => ("fail", "FAIL"),
             CriterionStatus::NotMeasured => ("na", "n/a"),
         };
-        let _ = write!(
+        write!(
             o,
             r#"<tr><td><span class="badge {cls}">{label}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(&c.name),
             esc(&c.target),
             esc(c.measured.as_deref().unwrap_or("not measured by this plan")),
             esc(&c.source)
-        );
+        )?;
     }
-    o.push_str("</table></section>");
+    o.write_str("</table></section>")?;
+    Ok(())
+}
 
+/// Throughput timelines and latency percentile charts.
+fn charts(r: &Report, o: &mut dyn Write) -> fmt::Result {
     let mut charts = Vec::new();
     for s in &r.steps {
         for c in s.figures.iter().flat_map(|f| f.charts()) {
-            let title = format!("{} — step {}", c.title, s.name);
-            charts.push(percentile_chart(&title, &c.series, c.unit_to_ms));
+            let mut svg = String::new();
+            percentile_chart(
+                &mut svg,
+                &format!("{} — step {}", c.title, s.name),
+                &c.series,
+                c.unit_to_ms,
+            )?;
+            charts.push(svg);
         }
     }
-    let charts: Vec<_> = charts.into_iter().filter(|c| !c.is_empty()).collect();
-    let timelines: Vec<_> = r
-        .steps
-        .iter()
-        .map(|s| {
-            timeline_chart(
-                &format!("Throughput and errors over time — step {}", s.name),
-                &s.timeline,
-            )
-        })
-        .filter(|c| !c.is_empty())
-        .collect();
-    if !timelines.is_empty() {
-        o.push_str(r#"<section><h2>Throughput and errors over time</h2><div class="charts">"#);
-        for c in timelines {
-            o.push_str(&c);
-        }
-        o.push_str("</div></section>");
+    let mut timelines = Vec::new();
+    for s in &r.steps {
+        let mut svg = String::new();
+        timeline_chart(
+            &mut svg,
+            &format!("Throughput and errors over time — step {}", s.name),
+            &s.timeline,
+        )?;
+        timelines.push(svg);
     }
-    if !charts.is_empty() {
-        o.push_str(r#"<section><h2>Latency percentiles</h2><div class="charts">"#);
-        for c in charts {
-            o.push_str(&c);
+    for (heading, svgs) in [
+        ("Throughput and errors over time", timelines),
+        ("Latency percentiles", charts),
+    ] {
+        let svgs: Vec<String> = svgs.into_iter().filter(|c| !c.is_empty()).collect();
+        if svgs.is_empty() {
+            continue;
         }
-        o.push_str("</div></section>");
+        write!(o, r#"<section><h2>{heading}</h2><div class="charts">"#)?;
+        for c in svgs {
+            o.write_str(&c)?;
+        }
+        o.write_str("</div></section>")?;
     }
+    Ok(())
+}
 
-    o.push_str(r#"<section><h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>agents</th><th>duration</th><th>start spread</th><th>failures</th></tr>"#);
+/// One row per step.
+fn steps(r: &Report, o: &mut dyn Write) -> fmt::Result {
+    o.write_str(r#"<section><h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>agents</th><th>duration</th><th>start spread</th><th>failures</th></tr>"#)?;
     for s in &r.steps {
         let failures: Vec<String> = s
             .failures
             .iter()
             .map(|f| format!("{}: {}", esc(&f.agent), esc(&f.message)))
             .collect();
-        let _ = write!(
+        write!(
             o,
             r#"<tr><td>{}</td><td>{}</td><td class="num">{}/{}</td><td class="num">{:.2} s</td><td class="num">{}</td><td>{}</td></tr>"#,
             esc(&s.name),
@@ -355,13 +391,17 @@ ul.notes li{{margin:4px 0}}
             s.duration_s,
             s.start_spread_ms.map_or_else(|| "-".into(), |m| format!("{m:.2} ms")),
             failures.join("<br>")
-        );
+        )?;
     }
-    o.push_str("</table></section>");
+    o.write_str("</table></section>")?;
+    Ok(())
+}
 
-    o.push_str(r#"<section><h2>Agents</h2><table><tr><th>#</th><th>agent</th><th>host</th><th>address</th><th>cores</th><th>clock offset ± bound</th><th>drift</th><th>steps</th><th>errors</th><th>max CPU</th><th>RSS MiB</th><th>lost</th></tr>"#);
+/// One row per agent.
+fn agents(r: &Report, o: &mut dyn Write) -> fmt::Result {
+    o.write_str(r#"<section><h2>Agents</h2><table><tr><th>#</th><th>agent</th><th>host</th><th>address</th><th>cores</th><th>clock offset ± bound</th><th>drift</th><th>steps</th><th>errors</th><th>max CPU</th><th>RSS MiB</th><th>lost</th></tr>"#)?;
     for a in &r.agents {
-        let _ = write!(
+        write!(
             o,
             r#"<tr><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>"#,
             a.index,
@@ -384,25 +424,29 @@ ul.notes li{{margin:4px 0}}
             a.max_cpu_percent.map_or_else(|| "-".into(), |c| format!("{c:.0}%")),
             a.max_rss_mb.map_or_else(|| "-".into(), |m| format!("{m:.1}")),
             a.lost.as_deref().map(esc).unwrap_or_default()
-        );
+        )?;
     }
-    o.push_str("</table></section>");
+    o.write_str("</table></section>")?;
+    Ok(())
+}
 
+/// Recommendations, notes and the full text report.
+fn notes(r: &Report, o: &mut dyn Write) -> fmt::Result {
     if !r.recommendations.is_empty() || !r.notes.is_empty() {
-        o.push_str(r#"<section><h2>Recommendations and notes</h2><ul class="notes">"#);
+        o.write_str(r#"<section><h2>Recommendations and notes</h2><ul class="notes">"#)?;
         for rec in &r.recommendations {
-            let _ = write!(o, "<li><b>Recommendation:</b> {}</li>", esc(rec));
+            write!(o, "<li><b>Recommendation:</b> {}</li>", esc(rec))?;
         }
         for n in &r.notes {
-            let _ = write!(o, "<li>{}</li>", esc(n));
+            write!(o, "<li>{}</li>", esc(n))?;
         }
-        o.push_str("</ul></section>");
+        o.write_str("</ul></section>")?;
     }
-    let _ = write!(
+    write!(
         o,
         r#"<section><h2>The full text report</h2><pre>{}</pre></section>"#,
         esc(&crate::report::render_text(r))
-    );
-    o.push_str("</main></body></html>\n");
-    o
+    )?;
+    o.write_str("</main></body></html>\n")?;
+    Ok(())
 }

@@ -25,7 +25,7 @@ use crate::workload::FigureCx;
 pub use crate::workloads::Figures;
 
 /// Bumped when a field of the JSON report changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Report {
@@ -82,6 +82,17 @@ pub struct StepFailure {
     pub message: String,
 }
 
+/// Renders a report in one format.
+type Renderer = fn(&Report) -> String;
+
+/// Report files besides the text on stdout.
+#[derive(Clone, Debug, Default)]
+pub struct ReportFiles {
+    pub json: Option<std::path::PathBuf>,
+    pub junit: Option<std::path::PathBuf>,
+    pub html: Option<std::path::PathBuf>,
+}
+
 impl Report {
     /// Computes every figure of the report from what the coordinator recorded.
     pub fn build(record: RunRecord) -> Report {
@@ -133,6 +144,23 @@ impl Report {
 
     /// Exit code for this report: 0 every measured criterion passed, 1 one failed,
     /// 3 the run is incomplete, 130 interrupted.
+    /// Writes the report files asked for: JSON, JUnit XML, HTML.
+    pub fn write_files(&self, files: &ReportFiles) -> Result<(), String> {
+        let outputs: [(&Option<std::path::PathBuf>, Renderer); 3] = [
+            (&files.json, |r| {
+                serde_json::to_string_pretty(r).expect("report serializes") + "\n"
+            }),
+            (&files.junit, render_junit),
+            (&files.html, html::render_html),
+        ];
+        for (path, render) in outputs {
+            if let Some(path) = path {
+                std::fs::write(path, render(self)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self.status {
             RunStatus::Interrupted => 130,

@@ -75,6 +75,24 @@ pub struct StepRecord {
     pub per_agent: Vec<AgentStepFigures>,
 }
 
+impl StepRecord {
+    /// An empty record of `step`, scheduled to start at `start_at` (coordinator ns).
+    pub fn new(step: &Step, start_at: i64) -> Self {
+        StepRecord {
+            step: step.clone(),
+            agents_sent: Vec::new(),
+            agents_reported: Vec::new(),
+            failures: Vec::new(),
+            duration_s: 0.0,
+            merged: MetricSet::new(),
+            scheduled_start_unix_ns: start_at,
+            agent_starts_unix_ns: Vec::new(),
+            timeline: Vec::new(),
+            per_agent: Vec::new(),
+        }
+    }
+}
+
 /// One second of a step, all agents together.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct TimelinePoint {

@@ -5,7 +5,7 @@ use std::fmt::{self, Write};
 
 use super::{CriterionStatus, Report, RunStatus, StepReport};
 use crate::fmt::truncate;
-use crate::workload::Section;
+use crate::workload::{Rating, Section};
 
 /// The report as the document prints it, followed by what the document lacks.
 pub fn render_text(r: &Report) -> String {
@@ -16,6 +16,19 @@ pub fn render_text(r: &Report) -> String {
 
 /// [`render_text`] into any writer.
 pub fn write_text(r: &Report, w: &mut dyn Write) -> fmt::Result {
+    header(r, w)?;
+    sections(r, w)?;
+    verdict(r, w)?;
+    steps_table(r, w)?;
+    agents_table(r, w)?;
+    cleanup(r, w)?;
+    notes(r, w)?;
+
+    Ok(())
+}
+
+/// The title, the run, the target and its status.
+fn header(r: &Report, w: &mut dyn Write) -> fmt::Result {
     writeln!(w, "\n📊 Redis & Timestamp Performance Report")?;
     writeln!(w, "{}", "=".repeat(80))?;
     writeln!(w, "\nPlan: {}   Run: {}   Agents: {}", r.plan, r.run_id, r.agents.len())?;
@@ -32,6 +45,11 @@ pub fn write_text(r: &Report, w: &mut dyn Write) -> fmt::Result {
             writeln!(w, "⚠️ RUN INTERRUPTED: partial report")?;
         }
     }
+    Ok(())
+}
+
+/// Each section of the document with the steps that belong to it.
+fn sections(r: &Report, w: &mut dyn Write) -> fmt::Result {
     for section in Section::ALL {
         let steps: Vec<&StepReport> = r.steps.iter().filter(|s| s.section() == Some(section)).collect();
         if steps.is_empty() && !section.always_shown() {
@@ -45,7 +63,11 @@ pub fn write_text(r: &Report, w: &mut dyn Write) -> fmt::Result {
             }
         }
     }
+    Ok(())
+}
 
+/// Recommendations, the overall rating and the success criteria.
+fn verdict(r: &Report, w: &mut dyn Write) -> fmt::Result {
     writeln!(w, "\n💡 PERFORMANCE RECOMMENDATIONS:")?;
     if r.recommendations.is_empty() {
         writeln!(w, "   • None")?;
@@ -58,9 +80,9 @@ pub fn write_text(r: &Report, w: &mut dyn Write) -> fmt::Result {
     writeln!(
         w,
         "   {}",
-        match r.overall.rating.as_str() {
-            "Excellent" => "System is ready for production deployment with high performance",
-            "Good" => "System performance is adequate with minor optimization opportunities",
+        match r.overall.rating {
+            Rating::Excellent => "System is ready for production deployment with high performance",
+            Rating::Good => "System performance is adequate with minor optimization opportunities",
             _ => "System needs performance improvements before production deployment",
         }
     )?;
@@ -85,7 +107,11 @@ pub fn write_text(r: &Report, w: &mut dyn Write) -> fmt::Result {
             c.measured.as_deref().unwrap_or("not measured by this plan")
         )?;
     }
+    Ok(())
+}
 
+/// One row per step: agents, duration, start spread.
+fn steps_table(r: &Report, w: &mut dyn Write) -> fmt::Result {
     writeln!(w, "\n🧭 STEPS:")?;
     writeln!(
         w,
@@ -103,7 +129,11 @@ pub fn write_text(r: &Report, w: &mut dyn Write) -> fmt::Result {
             s.start_spread_ms.map_or_else(|| "-".into(), |m| format!("{m:.2} ms"))
         )?;
     }
+    Ok(())
+}
 
+/// One row per agent: host, clock, errors, resources, loss.
+fn agents_table(r: &Report, w: &mut dyn Write) -> fmt::Result {
     writeln!(w, "\n🖥️ AGENTS:")?;
     writeln!(
         w,
@@ -162,7 +192,11 @@ pub fn write_text(r: &Report, w: &mut dyn Write) -> fmt::Result {
                 .unwrap_or_default()
         )?;
     }
+    Ok(())
+}
 
+/// What was left under the run prefix.
+fn cleanup(r: &Report, w: &mut dyn Write) -> fmt::Result {
     writeln!(w, "\n🧹 CLEANUP:")?;
     match r.leftover_keys {
         Some(n) => {
@@ -181,7 +215,11 @@ pub fn write_text(r: &Report, w: &mut dyn Write) -> fmt::Result {
             )?;
         }
     }
+    Ok(())
+}
 
+/// Where this suite measures differently from the document.
+fn notes(r: &Report, w: &mut dyn Write) -> fmt::Result {
     if !r.notes.is_empty() {
         writeln!(
             w,

@@ -1,6 +1,22 @@
 //! A band of Socket.IO members following scripted leaders: the metric names the members record.
 //! Both the cross-instance sync step and the failover step run a band, so both read these.
 
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A band's shape: `sessions` sessions of `members` members (member 0 leads), whose leaders make
+/// `changes` changes `interval` apart after `ramp_up`, then wait `settle` for the last to arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Band {
+    pub sessions: u64,
+    pub members: u32,
+    pub changes: u32,
+    pub interval: Duration,
+    pub ramp_up: Duration,
+    pub settle: Duration,
+}
+
 /// Counters: members this run placed, connected, could not connect, reconnections.
 pub const MEMBERS_PLANNED: &str = "members_planned";
 pub const MEMBERS_CONNECTED: &str = "members_connected";

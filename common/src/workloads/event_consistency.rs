@@ -2,6 +2,7 @@
 //! send the document's event sequence `interval` apart, then listen for `settle`; snapshot and
 //! tick timestamps are checked for order and against an estimated server clock offset.
 
+use crate::workload::Rating;
 use std::fmt;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use toml::Spanned;
 use crate::fmt::{pct, ratio};
 use crate::metrics::MetricSet;
 use crate::plan::{PlanError, StepCx};
-use crate::workload::{Cmp, Combine, CriterionDef, FigureCx, Measure, Score, Section, Source, Unit, Workload, points_of};
+use crate::workload::{Cmp, Combine, CriterionDef, FigureCx, Measure, Score, Section, Source, Unit, Workload};
 
 /// Metric names: the agent records under these, the report reads them.
 pub mod names {
@@ -105,7 +106,7 @@ pub struct EventConsistencyFigures {
     pub corrected_min_ms: Option<f64>,
     pub corrected_max_ms: Option<f64>,
     /// The document's rating (Excellent / Good / Poor), or why it could not be given.
-    pub consistency_rating: String,
+    pub consistency_rating: Rating,
 }
 
 const CRITERIA: &[CriterionDef] = &[CriterionDef {
@@ -157,10 +158,10 @@ impl Workload for EventConsistency {
         let ticks = m.counter(n::TICKS);
         let commands = m.counter(n::COMMANDS_SENT);
         let rating = match raw_avg {
-            None => "Not rated: the server sent no serverTimestamp".to_owned(),
-            Some(a) if ooo == 0 && a.abs() < 100.0 => "Excellent".to_owned(),
-            Some(a) if ooo < 2 && a.abs() < 500.0 => "Good".to_owned(),
-            Some(_) => "Poor".to_owned(),
+            None => Rating::NotRated,
+            Some(a) if ooo == 0 && a.abs() < 100.0 => Rating::Excellent,
+            Some(a) if ooo < 2 && a.abs() < 500.0 => Rating::Good,
+            Some(_) => Rating::Poor,
         };
         EventConsistencyFigures {
             clients: m.counter(n::CLIENTS),
@@ -196,7 +197,7 @@ impl Workload for EventConsistency {
     }
 
     fn score(f: &EventConsistencyFigures) -> Score {
-        Score::Points(points_of(&f.consistency_rating))
+        Score::Points(f.consistency_rating.points())
     }
 
     fn notes(f: &EventConsistencyFigures) -> Vec<String> {
@@ -222,7 +223,10 @@ impl Workload for EventConsistency {
                 let opt =
                     |v: Option<f64>, unit: &str| v.map_or_else(|| "absent".to_owned(), |v| format!("{v:.1}{unit}"));
                 writeln!(w, "\n  Cross-Event Timestamp Consistency:")?;
-                writeln!(w, "    Consistency Rating: {}", f.consistency_rating)?;
+                match f.consistency_rating {
+                    Rating::NotRated => writeln!(w, "    Consistency Rating: Not rated: the server sent no serverTimestamp")?,
+                    r => writeln!(w, "    Consistency Rating: {r}")?,
+                }
                 writeln!(
                     w,
                     "    Timestamp Ordering Rate: {}",
@@ -289,7 +293,7 @@ mod tests {
         let f = p.figures(&m, &cx);
         assert_eq!(f.timestamp_ordering_rate, None);
         assert_eq!(EventConsistency::measure(&f, "timestamp_ordering"), None);
-        assert!(f.consistency_rating.starts_with("Not rated"));
+        assert_eq!(f.consistency_rating, Rating::NotRated);
 
         m.add_counter(n::SERVER_TS_EVENTS, 4);
         m.add_counter(n::ORDER_PAIRS, 4);
@@ -298,6 +302,6 @@ mod tests {
         let f = p.figures(&m, &cx);
         assert_eq!(f.timestamp_ordering_rate, Some(0.75));
         assert_eq!(f.avg_client_server_diff_ms, Some(2.0));
-        assert_eq!(f.consistency_rating, "Good");
+        assert_eq!(f.consistency_rating, Rating::Good);
     }
 }

@@ -1,6 +1,7 @@
 //! `redis_basic_ops` — document 2.1: SET/GET/HSET/HGET/DEL of the session JSON, `iterations` of
 //! each per agent, split over `clients` concurrent clients with a connection each (the document: 1).
 
+use crate::workload::Rating;
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -92,7 +93,7 @@ pub struct OpFigures {
     /// Operations / wall time, all agents together, in coordinator time.
     pub throughput_ops_per_sec: f64,
     /// The document's rating by avgTime: < 1 ms Excellent, < 5 Good, < 20 Acceptable, else Poor.
-    pub rating: String,
+    pub rating: Rating,
     pub latency_us: HistSummary,
     /// The agents' process CPU time during the phase / operations, µs (Linux, 10 ms ticks).
     pub cpu_us_per_op: Option<f64>,
@@ -113,15 +114,15 @@ const CRITERIA: &[CriterionDef] = &[CriterionDef {
 }];
 
 /// The document's `performanceRating` by mean latency in ms.
-pub fn latency_rating(avg_ms: f64) -> &'static str {
+pub fn latency_rating(avg_ms: f64) -> Rating {
     if avg_ms < 1.0 {
-        "Excellent"
+        Rating::Excellent
     } else if avg_ms < 5.0 {
-        "Good"
+        Rating::Good
     } else if avg_ms < 20.0 {
-        "Acceptable"
+        Rating::Acceptable
     } else {
-        "Poor"
+        Rating::Poor
     }
 }
 
@@ -150,7 +151,7 @@ fn op_figures(m: &MetricSet, op: &str) -> OpFigures {
         } else {
             0.0
         },
-        rating: latency_rating(avg_ms).to_owned(),
+        rating: latency_rating(avg_ms),
         latency_us: h,
         cpu_us_per_op: m
             .gauge(&n::cpu_us(op))
@@ -329,9 +330,9 @@ mod tests {
 
     #[test]
     fn latency_ratings_follow_the_document() {
-        assert_eq!(latency_rating(0.05), "Excellent");
-        assert_eq!(latency_rating(1.0), "Good");
-        assert_eq!(latency_rating(19.9), "Acceptable");
-        assert_eq!(latency_rating(20.0), "Poor");
+        assert_eq!(latency_rating(0.05), Rating::Excellent);
+        assert_eq!(latency_rating(1.0), Rating::Good);
+        assert_eq!(latency_rating(19.9), Rating::Acceptable);
+        assert_eq!(latency_rating(20.0), Rating::Poor);
     }
 }

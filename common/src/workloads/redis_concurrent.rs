@@ -1,6 +1,7 @@
 //! `redis_concurrent` — document 2.1 concurrent: `clients` (divided over agents) × `operations`
 //! composite HSET / HGET + parse / HSET operations.
 
+use crate::workload::Rating;
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -11,7 +12,7 @@ use crate::fmt::{group, pct, ratio};
 use crate::metrics::{HistSummary, MetricSet};
 use crate::plan::{PlanError, StepCx};
 use crate::workload::{
-    Chart, Cmp, Combine, CriterionDef, FigureCx, Measure, Score, Section, Source, Unit, Workload, hist, points_of,
+    Chart, Cmp, Combine, CriterionDef, FigureCx, Measure, Score, Section, Source, Unit, Workload, hist,
     wall_rate,
 };
 
@@ -80,7 +81,7 @@ pub struct RedisConcurrentFigures {
     /// Successful operations / wall time of all agents, in coordinator time.
     pub throughput_ops_per_sec: f64,
     /// The document's: avg < 10 ms and errors < 1 % Excellent; < 25 ms and < 5 % Good.
-    pub performance_rating: String,
+    pub performance_rating: Rating,
     pub latency_us: HistSummary,
 }
 
@@ -127,11 +128,11 @@ impl Workload for RedisConcurrent {
         let max_ms = h.max as f64 / 1000.0;
         let error_rate = ratio(errors, total);
         let rating = if avg_ms < 10.0 && error_rate < 0.01 {
-            "Excellent"
+            Rating::Excellent
         } else if avg_ms < 25.0 && error_rate < 0.05 {
-            "Good"
+            Rating::Good
         } else {
-            "Needs Improvement"
+            Rating::NeedsImprovement
         };
         RedisConcurrentFigures {
             concurrent_clients: m.counter(n::CLIENTS),
@@ -151,7 +152,7 @@ impl Workload for RedisConcurrent {
                 0.0
             },
             throughput_ops_per_sec: wall_rate(m, n::START_US, n::END_US, ok),
-            performance_rating: rating.to_owned(),
+            performance_rating: rating,
             latency_us: h,
         }
     }
@@ -165,7 +166,7 @@ impl Workload for RedisConcurrent {
     }
 
     fn score(f: &RedisConcurrentFigures) -> Score {
-        Score::Points(points_of(&f.performance_rating))
+        Score::Points(f.performance_rating.points())
     }
 
     fn notes(f: &RedisConcurrentFigures) -> Vec<String> {
@@ -244,7 +245,7 @@ mod tests {
         assert_eq!(f.success_rate, 0.75);
         assert_eq!(f.throughput_ops_per_sec, 1.5);
         assert!((f.throughput_document - 3.0 / 0.1).abs() < 0.5, "{}", f.throughput_document);
-        assert_eq!(f.performance_rating, "Needs Improvement");
+        assert_eq!(f.performance_rating, Rating::NeedsImprovement);
         assert_eq!(RedisConcurrent::recommendations(&f, "s").len(), 1);
     }
 }

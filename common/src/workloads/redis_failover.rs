@@ -4,6 +4,7 @@
 //! then `recovery` more of load. `keys` written before the fault are read after it; `persist`
 //! (restart only) saves before stopping.
 
+use crate::workload::Rating;
 use std::fmt;
 use std::time::Duration;
 
@@ -136,7 +137,7 @@ pub struct FailoverFigures {
     pub graceful_degradation: bool,
     pub reconnection_working: bool,
     pub data_persisted: bool,
-    pub overall_rating: String,
+    pub overall_rating: Rating,
 }
 
 const CRITERIA: &[CriterionDef] = &[
@@ -289,7 +290,7 @@ impl Workload for RedisFailover {
     fn score(f: &FailoverFigures) -> Score {
         Score::Fixed {
             test: "Redis Unavailable Scenario",
-            measured: f.overall_rating.clone(),
+            measured: f.overall_rating.to_string(),
         }
     }
 
@@ -461,9 +462,9 @@ fn failover_figures(m: &MetricSet, mode: FaultMode) -> FailoverFigures {
         reconnection_working: reconnection,
         data_persisted: persisted,
         overall_rating: if (graceful || planned == 0) && reconnection {
-            "Excellent".to_owned()
+            Rating::Excellent
         } else {
-            "Needs Improvement".to_owned()
+            Rating::NeedsImprovement
         },
     }
 }
@@ -502,7 +503,7 @@ mod tests {
         assert_eq!(f.detection_ms, Some(500.0));
         assert_eq!(f.recovery_ms, Some(250.0));
         assert!(f.data_persisted && f.reconnection_working);
-        assert_eq!(f.overall_rating, "Excellent");
+        assert_eq!(f.overall_rating, Rating::Excellent);
         // No members: graceful degradation is not measured by this step.
         assert_eq!(RedisFailover::measure(&f, "graceful_degradation"), None);
         m.add_counter(n::AGENTS_NOT_RECOVERED, 1);

@@ -1,6 +1,7 @@
 //! `redis_memory` — document 2.1 memory: `sessions` large sessions, `INFO memory` before, at peak,
 //! after deleting half and all. Runs on one agent while the others wait.
 
+use crate::workload::Rating;
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -57,7 +58,7 @@ pub struct RedisMemoryFigures {
     /// (peak − final) / (peak − initial), percent.
     pub memory_recovery_percentage: f64,
     /// The document's: Good when peak − initial < sessions × 5,000 bytes.
-    pub memory_efficiency: String,
+    pub memory_efficiency: Rating,
     /// Mean `MEMORY USAGE` of a sample of the session keys: the per-key figure without
     /// allocator and bookkeeping noise.
     pub sample_memory_usage_bytes: f64,
@@ -141,11 +142,10 @@ impl Workload for RedisMemory {
             memory_per_session_bytes: per_session,
             memory_recovery_percentage: if grown > 0.0 { (peak - fin) / grown * 100.0 } else { 0.0 },
             memory_efficiency: if grown < sessions as f64 * 5000.0 {
-                "Good"
+                Rating::Good
             } else {
-                "Needs Optimization"
-            }
-            .to_owned(),
+                Rating::NeedsOptimization
+            },
             sample_memory_usage_bytes: sample,
             sample_keys,
             info_vs_sample_percent: if sample > 0.0 {
@@ -179,7 +179,7 @@ impl Workload for RedisMemory {
     fn score(f: &RedisMemoryFigures) -> Score {
         Score::Fixed {
             test: "Memory Usage",
-            measured: f.memory_efficiency.clone(),
+            measured: f.memory_efficiency.to_string(),
         }
     }
 
@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(f.memory_recovery_percentage, 90.0);
         assert_eq!(f.sample_memory_usage_bytes, 1_600.0);
         assert_eq!(f.info_vs_sample_percent, 25.0);
-        assert_eq!(f.memory_efficiency, "Good");
+        assert_eq!(f.memory_efficiency, Rating::Good);
         assert_eq!(
             RedisMemory::measure(&f, "memory_recovery"),
             Some(Measure::value(0.9, "90.00%"))

@@ -1,6 +1,7 @@
 //! `redis_pool` — document 3.1 pooling: a pool of `pool_size` connections on every agent, one
 //! random operation every `interval` for `duration`.
 
+use crate::workload::Rating;
 use std::fmt;
 use std::time::Duration;
 
@@ -61,7 +62,7 @@ pub struct RedisPoolFigures {
     /// The document's: operations / configured duration, all agents together.
     pub avg_operations_per_second: f64,
     /// The document's: Excellent when ≥ 95 % succeeded, else Good.
-    pub pooling_efficiency: String,
+    pub pooling_efficiency: Rating,
     pub connections_opened: u64,
     /// From each operation's scheduled instant to its end (coordinated omission included).
     pub latency_us: HistSummary,
@@ -128,7 +129,7 @@ impl Workload for RedisPool {
             } else {
                 0.0
             },
-            pooling_efficiency: if total > 0 && rate >= 0.95 { "Excellent" } else { "Good" }.to_owned(),
+            pooling_efficiency: if total > 0 && rate >= 0.95 { Rating::Excellent } else { Rating::Good },
             connections_opened: m.counter(n::CONNECTIONS_OPENED),
             latency_us: hist(m, n::LATENCY_US),
             pool_wait_us: hist(m, n::POOL_WAIT_US),
@@ -146,7 +147,7 @@ impl Workload for RedisPool {
     fn score(f: &RedisPoolFigures) -> Score {
         Score::Fixed {
             test: "Connection Pooling",
-            measured: f.pooling_efficiency.clone(),
+            measured: f.pooling_efficiency.to_string(),
         }
     }
 
@@ -209,7 +210,7 @@ mod tests {
         let f = p.figures(&m, &FigureCx { criteria: &criteria, agents: 2 });
         assert_eq!(f.avg_operations_per_second, 40.0);
         assert_eq!(f.success_rate, 0.95);
-        assert_eq!(f.pooling_efficiency, "Excellent");
+        assert_eq!(f.pooling_efficiency, Rating::Excellent);
         assert_eq!(f.test_duration_ms, 10_000.0);
     }
 }

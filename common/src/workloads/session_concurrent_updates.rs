@@ -1,6 +1,7 @@
 //! `session_concurrent_updates` — document 2.2 concurrent updates: `updaters` (divided over
 //! agents) each apply `updates` position += 100 updates to ONE session key shared by every agent.
 
+use crate::workload::Rating;
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -94,7 +95,7 @@ pub struct SessionUpdatesFigures {
     /// The document's: "Perfect" when the final position is successes × 100.
     pub data_consistency: String,
     /// The document's: Good when ≥ 90 % of the updates succeeded.
-    pub overall_rating: String,
+    pub overall_rating: Rating,
     pub latency_us: HistSummary,
 }
 
@@ -170,9 +171,9 @@ impl Workload for SessionConcurrentUpdates {
             }
             .to_owned(),
             overall_rating: if attempted > 0 && ok as f64 >= attempted as f64 * 0.9 {
-                "Good"
+                Rating::Good
             } else {
-                "Needs Improvement"
+                Rating::NeedsImprovement
             }
             .to_owned(),
             latency_us: hist(m, n::LATENCY_US),

@@ -1,6 +1,7 @@
 //! `session_integrity` — document 2.2: `sessions` (divided over agents) written with an MD5
 //! checksum, read back and verified.
 
+use crate::workload::Rating;
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -46,7 +47,7 @@ pub struct SessionIntegrityFigures {
     pub errors: u64,
     pub integrity_rate: f64,
     /// The document's: ≥ 99 % Excellent, ≥ 95 % Good, else Poor.
-    pub overall_rating: String,
+    pub overall_rating: Rating,
 }
 
 const CRITERIA: &[CriterionDef] = &[CriterionDef {
@@ -88,11 +89,11 @@ impl Workload for SessionIntegrity {
             errors: m.counter(n::WRITE_ERRORS) + m.counter(n::READ_ERRORS),
             integrity_rate: rate,
             overall_rating: if rate >= 0.99 {
-                "Excellent"
+                Rating::Excellent
             } else if rate >= 0.95 {
-                "Good"
+                Rating::Good
             } else {
-                "Poor"
+                Rating::Poor
             }
             .to_owned(),
         }
@@ -109,7 +110,7 @@ impl Workload for SessionIntegrity {
     fn score(f: &SessionIntegrityFigures) -> Score {
         Score::Fixed {
             test: "Session Data Integrity",
-            measured: f.overall_rating.clone(),
+            measured: f.overall_rating.to_string(),
         }
     }
 
@@ -150,7 +151,7 @@ mod tests {
         let criteria = Criteria::default();
         let f = SessionIntegrity { sessions: 100 }.figures(&m, &FigureCx { criteria: &criteria, agents: 1 });
         assert_eq!(f.integrity_rate, 0.96);
-        assert_eq!(f.overall_rating, "Good");
+        assert_eq!(f.overall_rating, Rating::Good);
         assert_eq!(f.errors, 1);
     }
 }

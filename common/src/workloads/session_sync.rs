@@ -11,20 +11,21 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::band;
+use super::band::{self, Band};
 use crate::fmt::{group, pct, ratio};
 use crate::metrics::{HistSummary, MetricSet};
 use crate::plan::{PlanError, StepCx, fmt_duration};
 use crate::workload::{Chart, Cmp, Combine, CriterionDef, FigureCx, Measure, Score, Section, Source, Unit, Workload};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionSync {
-    pub sessions: u64,
-    pub members: u32,
-    pub changes: u32,
-    pub interval: Duration,
-    pub ramp_up: Duration,
-    pub settle: Duration,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionSync(pub Band);
+
+impl std::ops::Deref for SessionSync {
+    type Target = Band;
+    fn deref(&self) -> &Band {
+        &self.0
+    }
 }
 
 #[derive(Deserialize)]
@@ -161,14 +162,14 @@ impl Workload for SessionSync {
     type Figures = SessionSyncFigures;
 
     fn validate(raw: Raw, cx: &StepCx<'_>) -> Result<Self, PlanError> {
-        let p = SessionSync {
+        let p = SessionSync(Band {
             sessions: cx.count(&raw.sessions, "sessions", 4, 1, 1_000_000)?,
             members: cx.count(&raw.members, "members", 6, 2, 1_000)? as u32,
             changes: cx.count(&raw.changes, "changes", 12, 1, 796)? as u32,
             interval: cx.duration(&raw.interval, "interval", Duration::from_millis(500))?,
             ramp_up: cx.duration(&raw.ramp_up, "ramp_up", Duration::from_secs(2))?,
             settle: cx.duration(&raw.settle, "settle", Duration::from_secs(2))?,
-        };
+        });
         let total = p.ramp_up + p.settle + p.interval * (p.changes + 2);
         if total >= cx.timeout {
             return Err(cx.err(
@@ -185,11 +186,11 @@ impl Workload for SessionSync {
     }
 
     fn clamped(self) -> Self {
-        SessionSync {
+        SessionSync(Band {
             members: self.members.max(2),
             interval: self.interval.max(Duration::from_millis(1)),
-            ..self
-        }
+            ..self.0
+        })
     }
 
     fn uses_redis(&self) -> bool {
@@ -261,33 +262,6 @@ impl Workload for SessionSync {
 
     fn render_text(f: &SessionSyncFigures, step: &str, w: &mut dyn fmt::Write) -> fmt::Result {
         let name = step;
-    let ms = |us: u64| us as f64 / 1000.0;
-    let hist = |h: &HistSummary| {
-        if h.count == 0 {
-            "none".to_owned()
-        } else {
-            format!(
-                "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} deliveries)",
-                ms(h.p50),
-                ms(h.p99),
-                ms(h.max),
-                group(h.count as f64)
-            )
-        }
-    };
-    let spread = |s: &Spread| {
-        if s.segments == 0 {
-            "no ticks".to_owned()
-        } else {
-            format!(
-                "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} session segments)",
-                s.p50_ms,
-                s.p99_ms,
-                s.max_ms,
-                group(s.segments as f64)
-            )
-        }
-    };
     writeln!(
         w,
         "\n  {name}: {} sessions × {} members over {} server instance(s) and {} agent(s)",
@@ -296,96 +270,9 @@ impl Workload for SessionSync {
         f.instances,
         f.agents
     )?;
-    writeln!(
-        w,
-        "    Members: {} of {} connected, {} failed, {} reconnects",
-        group(f.members_connected as f64),
-        group(f.members_planned as f64),
-        f.connect_failures,
-        f.reconnects
-    )?;
-    if let Some(kib) = f.agent_rss_per_member_kib {
-        writeln!(
-            w,
-            "    Load side: up to {} members per agent, {kib:.1} KiB of agent memory per member",
-            group(f.members_per_agent_max as f64)
-        )?;
-    }
-    writeln!(
-        w,
-        "    Changes: {} of {} emitted (leader emit lag p99 {:.1} ms)",
-        group(f.changes_emitted as f64),
-        group(f.changes_scheduled as f64),
-        ms(f.emit_lag_us.p99)
-    )?;
-    writeln!(
-        w,
-        "    Propagation, same instance:  {}",
-        hist(&f.propagation_same_instance_us)
-    )?;
-    writeln!(
-        w,
-        "    Propagation, cross instance: {}",
-        hist(&f.propagation_cross_instance_us)
-    )?;
-    writeln!(w, "    Leader's own round trip:     {}", hist(&f.propagation_leader_us))?;
-    writeln!(
-        w,
-        "    (one-way across agents: ± {:.2} ms clock bound)",
-        f.clock_bound_ms
-    )?;
-    writeln!(
-        w,
-        "    Convergence: {:.1}% of members ended in the leader's final state; {} of {} deliveries seen, {} missed",
-        f.convergence_rate * 100.0,
-        group(f.delivered as f64),
-        group(f.expected_deliveries as f64),
-        group(f.missed_changes as f64)
-    )?;
-    writeln!(
-        w,
-        "    Snapshots: {} ({} duplicate, {} out of order by version, {} without version, {} without serverTimestamp, {} unexpected)",
-        group(f.snapshots as f64),
-        f.duplicate_snapshots,
-        f.out_of_order_snapshots,
-        f.snapshots_without_version,
-        f.snapshots_without_server_timestamp,
-        f.unexpected_states
-    )?;
-    writeln!(
-        w,
-        "    Ticks: {} received, {} missed; jitter against 100 ms p50 {:.1} ms  p99 {:.1} ms",
-        group(f.ticks as f64),
-        group(f.ticks_missed as f64),
-        ms(f.tick_jitter_us.p50),
-        ms(f.tick_jitter_us.p99)
-    )?;
-    writeln!(
-        w,
-        "    Beat-phase spread, same instance:  {}",
-        spread(&f.beat_phase_same_instance)
-    )?;
-    writeln!(
-        w,
-        "    Beat-phase spread, cross instance: {}",
-        spread(&f.beat_phase_cross_instance)
-    )?;
-    let worst = f
-        .beat_phase_cross_instance
-        .p99_ms
-        .max(f.beat_phase_same_instance.p99_ms);
-    writeln!(
-        w,
-        "    BandSync's < 50 ms promise: {}",
-        if f.beat_phase_cross_instance.segments + f.beat_phase_same_instance.segments == 0 {
-            "not measured (no ticks)".to_owned()
-        } else if worst < 50.0 {
-            format!("✅ kept (p99 spread {worst:.1} ms)")
-        } else {
-            format!("❌ broken (p99 spread {worst:.1} ms)")
-        }
-    )?;
-        Ok(())
+        render_members(f, w)?;
+        render_delivery(f, w)?;
+        render_ticks(f, w)
     }
 
     fn charts(f: &SessionSyncFigures) -> Vec<Chart> {
@@ -491,6 +378,143 @@ fn sync_figures(m: &MetricSet, sessions: u64, members: u32, agents: u64) -> Sess
 }
 
 
+/// "p50 … p99 … max … (n deliveries)", or "none".
+fn hist_line(h: &HistSummary) -> String {
+    let ms = |us: u64| us as f64 / 1000.0;
+    if h.count == 0 {
+        "none".to_owned()
+    } else {
+        format!(
+            "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} deliveries)",
+            ms(h.p50),
+            ms(h.p99),
+            ms(h.max),
+            group(h.count as f64)
+        )
+    }
+}
+
+/// A beat-phase spread line, or "no ticks".
+fn spread_line(s: &Spread) -> String {
+    if s.segments == 0 {
+        "no ticks".to_owned()
+    } else {
+        format!(
+            "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} session segments)",
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            group(s.segments as f64)
+        )
+    }
+}
+
+/// Members connected and what holding them cost the agents.
+fn render_members(f: &SessionSyncFigures, w: &mut dyn fmt::Write) -> fmt::Result {
+    writeln!(
+        w,
+        "    Members: {} of {} connected, {} failed, {} reconnects",
+        group(f.members_connected as f64),
+        group(f.members_planned as f64),
+        f.connect_failures,
+        f.reconnects
+    )?;
+    if let Some(kib) = f.agent_rss_per_member_kib {
+        writeln!(
+            w,
+            "    Load side: up to {} members per agent, {kib:.1} KiB of agent memory per member",
+            group(f.members_per_agent_max as f64)
+        )?;
+    }
+    Ok(())
+}
+
+/// Changes emitted, their propagation, convergence and the snapshots seen.
+fn render_delivery(f: &SessionSyncFigures, w: &mut dyn fmt::Write) -> fmt::Result {
+    let ms = |us: u64| us as f64 / 1000.0;
+    writeln!(
+        w,
+        "    Changes: {} of {} emitted (leader emit lag p99 {:.1} ms)",
+        group(f.changes_emitted as f64),
+        group(f.changes_scheduled as f64),
+        ms(f.emit_lag_us.p99)
+    )?;
+    writeln!(
+        w,
+        "    Propagation, same instance:  {}",
+        hist_line(&f.propagation_same_instance_us)
+    )?;
+    writeln!(
+        w,
+        "    Propagation, cross instance: {}",
+        hist_line(&f.propagation_cross_instance_us)
+    )?;
+    writeln!(w, "    Leader's own round trip:     {}", hist_line(&f.propagation_leader_us))?;
+    writeln!(
+        w,
+        "    (one-way across agents: ± {:.2} ms clock bound)",
+        f.clock_bound_ms
+    )?;
+    writeln!(
+        w,
+        "    Convergence: {:.1}% of members ended in the leader's final state; {} of {} deliveries seen, {} missed",
+        f.convergence_rate * 100.0,
+        group(f.delivered as f64),
+        group(f.expected_deliveries as f64),
+        group(f.missed_changes as f64)
+    )?;
+    writeln!(
+        w,
+        "    Snapshots: {} ({} duplicate, {} out of order by version, {} without version, {} without serverTimestamp, {} unexpected)",
+        group(f.snapshots as f64),
+        f.duplicate_snapshots,
+        f.out_of_order_snapshots,
+        f.snapshots_without_version,
+        f.snapshots_without_server_timestamp,
+        f.unexpected_states
+    )?;
+    Ok(())
+}
+
+/// Ticks, their jitter, the beat-phase spread and the < 50 ms promise.
+fn render_ticks(f: &SessionSyncFigures, w: &mut dyn fmt::Write) -> fmt::Result {
+    let ms = |us: u64| us as f64 / 1000.0;
+    writeln!(
+        w,
+        "    Ticks: {} received, {} missed; jitter against 100 ms p50 {:.1} ms  p99 {:.1} ms",
+        group(f.ticks as f64),
+        group(f.ticks_missed as f64),
+        ms(f.tick_jitter_us.p50),
+        ms(f.tick_jitter_us.p99)
+    )?;
+    writeln!(
+        w,
+        "    Beat-phase spread, same instance:  {}",
+        spread_line(&f.beat_phase_same_instance)
+    )?;
+    writeln!(
+        w,
+        "    Beat-phase spread, cross instance: {}",
+        spread_line(&f.beat_phase_cross_instance)
+    )?;
+    let worst = f
+        .beat_phase_cross_instance
+        .p99_ms
+        .max(f.beat_phase_same_instance.p99_ms);
+    writeln!(
+        w,
+        "    BandSync's < 50 ms promise: {}",
+        if f.beat_phase_cross_instance.segments + f.beat_phase_same_instance.segments == 0 {
+            "not measured (no ticks)".to_owned()
+        } else if worst < 50.0 {
+            format!("✅ kept (p99 spread {worst:.1} ms)")
+        } else {
+            format!("❌ broken (p99 spread {worst:.1} ms)")
+        }
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,14 +533,14 @@ mod tests {
         m.add_counter(band::MEMBERS_PLANNED, 4);
         m.add_counter(band::CONVERGED, 3);
         m.histogram_mut(band::PROPAGATION_CROSS_US).record(5_000).unwrap();
-        let p = SessionSync {
+        let p = SessionSync(Band {
             sessions: 1,
             members: 4,
             changes: 2,
             interval: Duration::from_millis(500),
             ramp_up: Duration::from_secs(1),
             settle: Duration::from_secs(1),
-        };
+        });
         let criteria = Criteria::default();
         let f = p.figures(&m, &FigureCx { criteria: &criteria, agents: 2 });
         assert_eq!(f.beat_phase_same_instance.max_ms, 2.0);

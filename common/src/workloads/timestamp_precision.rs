@@ -1,5 +1,6 @@
 //! `timestamp_precision` — document 1.1: three timestamps in a row, 1 ms apart, for `duration`.
 
+use crate::workload::Rating;
 use std::fmt;
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ pub struct TimestampPrecisionFigures {
     pub small_diffs: u64,
     pub large_diffs: u64,
     /// The document's rating: High (> 80 % zero diffs), Good (> 90 % ≤ 1 ms), Low.
-    pub precision_rating: String,
+    pub precision_rating: Rating,
     /// Mean of diff12 and diff23, in ms (the document's `avgDifference`).
     pub avg_difference_ms: f64,
     /// Gap between consecutive nanosecond clock reads: the clock's real resolution.
@@ -79,29 +80,25 @@ impl Workload for TimestampPrecision {
         let zero = m.counter(n::ZERO_DIFFS);
         let small = m.counter(n::SMALL_DIFFS);
         let rating = if count > 0 && zero as f64 > count as f64 * 0.8 {
-            "High"
+            Rating::High
         } else if count > 0 && small as f64 > count as f64 * 0.9 {
-            "Good"
+            Rating::Good
         } else {
-            "Low"
+            Rating::Low
         };
         TimestampPrecisionFigures {
             total_measurements: count,
             zero_diffs: zero,
             small_diffs: small,
             large_diffs: m.counter(n::LARGE_DIFFS),
-            precision_rating: rating.to_owned(),
+            precision_rating: rating,
             avg_difference_ms: ratio(m.counter(n::DIFF_SUM_MS), count * 2),
             read_gap_ns: hist(m, n::READ_GAP_NS),
         }
     }
 
     fn score(f: &TimestampPrecisionFigures) -> Score {
-        Score::Points(match f.precision_rating.as_str() {
-            "High" => 3,
-            "Good" => 2,
-            _ => 1,
-        })
+        Score::Points(f.precision_rating.points())
     }
 
     fn notes(f: &TimestampPrecisionFigures) -> Vec<String> {
@@ -144,11 +141,11 @@ mod tests {
         let p = TimestampPrecision { duration: Duration::from_secs(1), max_samples: 100 };
         let criteria = Criteria::default();
         let f = p.figures(&m, &FigureCx { criteria: &criteria, agents: 1 });
-        assert_eq!(f.precision_rating, "High");
+        assert_eq!(f.precision_rating, Rating::High);
         assert_eq!(f.avg_difference_ms, 0.25);
         m.add_counter(n::MEASUREMENTS, 100);
         let f = p.figures(&m, &FigureCx { criteria: &criteria, agents: 1 });
-        assert_eq!(f.precision_rating, "Low");
+        assert_eq!(f.precision_rating, Rating::Low);
         assert_eq!(TimestampPrecision::score(&f), Score::Points(1));
     }
 }

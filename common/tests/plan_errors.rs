@@ -33,12 +33,12 @@ fn malformed_plans_give_their_exact_error_and_line() {
             "plan.toml:5:14: steps[0].iterations: must be between 1 and 10000000, got -5",
         ),
         (
-            "[[steps]]\nkind = \"timestamp_generation\"\n".into(),
-            "plan.toml:1:1: target: missing: set [target] redis_url = \"redis://HOST:PORT\", or let the testbed start a Redis with [testbed] redis = true",
+            "[[steps]]\nkind = \"redis_basic_ops\"\n".into(),
+            "plan.toml:1:1: target: missing: step `redis_basic_ops` uses Redis; set [target] redis_url = \"redis://HOST:PORT\", or let the testbed start a Redis with [testbed] redis = true",
         ),
         (
             "[target]\nkey_prefix = \"x\"\n[[steps]]\nkind = \"redis_basic_ops\"\n".into(),
-            "plan.toml:1:1: target.redis_url: missing: set [target] redis_url = \"redis://HOST:PORT\", or let the testbed start a Redis with [testbed] redis = true",
+            "plan.toml:1:1: target.redis_url: missing: step `redis_basic_ops` uses Redis; set [target] redis_url = \"redis://HOST:PORT\", or let the testbed start a Redis with [testbed] redis = true",
         ),
         (
             "[target]\nredis_url = \"http://127.0.0.1:6379\"\n[[steps]]\nkind = \"redis_basic_ops\"\n".into(),

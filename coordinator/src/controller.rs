@@ -380,9 +380,10 @@ impl<'a> Controller<'a> {
         self.current_step = None;
         if !record.failures.is_empty() && self.incomplete.is_none() {
             self.incomplete = Some(format!(
-                "step `{}` failed on {} agent(s)",
+                "step `{}` failed on {} agent(s): {}",
                 step.name,
-                record.failures.len()
+                record.failures.len(),
+                record.failures[0].1
             ));
         }
         record

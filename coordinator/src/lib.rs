@@ -49,6 +49,8 @@ pub enum CoordinatorError {
     InterruptedBeforeStart,
     #[error("the target Redis at {url} is unreachable: {reason}")]
     TargetUnreachable { url: String, reason: String },
+    #[error("the BandSync server at {url} is unreachable: {reason}")]
+    ServerUnreachable { url: String, reason: String },
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
     #[error("{0}")]
@@ -520,8 +522,15 @@ fn settle(plan: &mut Plan, opts: &Launch) -> Result<Settled, CoordinatorError> {
 
 pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -> Result<Report, CoordinatorError> {
     let settled = settle(&mut plan, &opts)?;
-    // A private Redis when the plan wants one and no URL was given.
-    let redis: Option<fault::RedisControl> = if plan.target.redis_url.is_none() {
+    // A private Redis when no URL was given and something needs one: a step that uses Redis, a
+    // fault that restarts it, or the reference servers (their store). A Socket.IO-only plan
+    // against the user's servers runs without any.
+    let needs_redis = plan
+        .steps
+        .iter()
+        .any(|s| s.spec.uses_redis() || s.spec.hooks().fault.is_some())
+        || settled.server_bin.is_some();
+    let redis: Option<fault::RedisControl> = if plan.target.redis_url.is_none() && needs_redis {
         let server = RedisServer::start().await?;
         plan.target.redis_url = Some(server.url());
         Some(std::sync::Arc::new(tokio::sync::Mutex::new(server)))

@@ -36,7 +36,7 @@ pub async fn connect(url: &str) -> Result<MultiplexedConnection, CoordinatorErro
 
 /// A BandSync server answers on its address (a TCP connection within 5 s).
 pub async fn check_server(url: &str) -> Result<(), CoordinatorError> {
-    let unreachable = |reason: String| CoordinatorError::TargetUnreachable {
+    let unreachable = |reason: String| CoordinatorError::ServerUnreachable {
         url: url.to_owned(),
         reason,
     };

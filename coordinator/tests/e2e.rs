@@ -174,7 +174,7 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
     let json: serde_json::Value = serde_json::to_value(&report).unwrap();
-    assert_eq!(json["schema_version"], 2);
+    assert_eq!(json["schema_version"], 3);
     assert_eq!(json["steps"][2]["figures"]["operations"][0]["ok"], 2000);
 }
 

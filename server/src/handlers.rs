@@ -33,6 +33,10 @@ pub(crate) async fn register(app: Arc<App>, s: SocketRef) -> Result<(), std::con
         "seek",
         "leave_session",
     ] {
+        if app.cfg.ignore_events.iter().any(|e| e == event) {
+            s.on(event, || std::future::ready(()));
+            continue;
+        }
         let app = app.clone();
         let tx = tx.clone();
         let pending = pending.clone();

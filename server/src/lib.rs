@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub max_sessions_per_connection: usize,
     /// Largest Engine.IO payload accepted, in bytes; larger ones close the connection.
     pub max_payload: u64,
+    /// Client events this instance silently drops (no ack, no snapshot, no `session_error`), as
+    /// older BandSync servers do with commands they do not handle: lets a load tester's
+    /// diagnosis be checked against a server that ignores, say, `seek`.
+    pub ignore_events: Vec<String>,
 }
 
 impl ServerConfig {
@@ -79,6 +83,7 @@ impl ServerConfig {
             max_members: 500,
             max_sessions_per_connection: 16,
             max_payload: 16 * 1024,
+            ignore_events: Vec::new(),
         }
     }
 }

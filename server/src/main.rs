@@ -35,6 +35,10 @@ struct Cli {
     /// Most sessions one connection may join.
     #[arg(long, env = "MAX_SESSIONS_PER_CONNECTION", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_sessions_per_connection: u32,
+    /// Silently drop this client event (repeatable), as older servers drop commands they do
+    /// not handle: for checking a load tester's diagnosis. Only BandSync's command events.
+    #[arg(long = "ignore-event", value_parser = ["join_session", "set_role", "set_tempo", "play", "pause", "seek", "leave_session"])]
+    ignore_events: Vec<String>,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
     let mut cfg = ServerConfig::new(instance_id, cli.redis_url.clone(), cli.redis_prefix.clone());
     cfg.max_members = cli.max_members as usize;
     cfg.max_sessions_per_connection = cli.max_sessions_per_connection as usize;
+    cfg.ignore_events = cli.ignore_events.clone();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -174,6 +174,27 @@ pub struct Member {
     /// Play segment (position block) → (arrival coord µs − positionMs·1000) samples.
     pub phase: BTreeMap<i64, Vec<f64>>,
     pub reconnects: u64,
+    /// The server confirmed the join (a snapshot arrived), or refused it (the reason).
+    pub joined: bool,
+    pub refused: Option<String>,
+    /// The leader's command awaiting an answer (index in [`n::COMMANDS`]).
+    pub pending: Option<usize>,
+    /// Per command kind: emitted (leader), answered and refused to the leader, and changes of
+    /// that kind recognised in this member's snapshots.
+    pub emitted_by: [u64; 4],
+    pub answered: [u64; 4],
+    pub refused_cmd: [u64; 4],
+    pub seen: [u64; 4],
+    /// Commands the server refused, with its reason (bounded).
+    pub cmd_errors: Vec<(String, String)>,
+    /// Ticks repeating the previous positionMs while playing; ticks before the fault's window.
+    pub ticks_stalled: u64,
+    pub ticks_before_window: u64,
+}
+
+/// Index in [`n::COMMANDS`] of a command's event name.
+fn command_index(event: &str) -> usize {
+    n::COMMANDS.iter().position(|c| *c == event).unwrap_or(0)
 }
 
 impl Member {
@@ -184,6 +205,12 @@ impl Member {
     /// A `snapshot` arrived at coordinator time `at_ns`.
     pub fn on_snapshot(&mut self, v: &Value, at_ns: i64) {
         self.snapshots += 1;
+        // Any snapshot confirms the join (to the room or to the joiner only, as servers differ)
+        // and answers the leader's pending command.
+        self.joined = true;
+        if let Some(k) = self.pending.take() {
+            self.answered[k] += 1;
+        }
         if sio::server_ts(v).is_none() {
             self.without_server_ts += 1;
         }
@@ -209,14 +236,46 @@ impl Member {
             return;
         };
         self.last_state = Some(state);
-        if let Some(c) = (self.next_c..self.changes).find(|c| expected(*c) == state) {
+        let script = self.script;
+        if let Some(c) = (self.next_c..self.changes).find(|c| script.expected(*c) == state) {
             self.missed += (c - self.next_c) as u64;
             self.delivered += 1;
+            self.seen[command_index(script.command(c, "").0)] += 1;
             self.propagation_us
                 .push(((at_ns - self.scheduled_ns(c)).max(0) / 1000) as u64);
             self.next_c = c + 1;
-        } else if state != expected(self.next_c - 1) {
+        } else if state != script.expected(self.next_c - 1) {
             self.unexpected += 1;
+        }
+    }
+
+    /// A `session_error` `{event, code, message}` or an `error` `{message}` arrived: a refused
+    /// join (before any snapshot), or a refused command (the one it names, else the leader's
+    /// pending one).
+    pub fn on_error(&mut self, v: &Value) {
+        let reason = sio::refusal_reason(v);
+        let event = v.get("event").and_then(Value::as_str);
+        let command = match event {
+            Some(e) if n::COMMANDS.contains(&e) => Some(command_index(e)),
+            Some(_) => None,
+            None => self.pending,
+        };
+        if let Some(k) = command {
+            if self.pending == Some(k) {
+                self.pending = None;
+            }
+            self.refused_cmd[k] += 1;
+            self.push_cmd_error(n::COMMANDS[k], reason);
+        } else if !self.joined && matches!(event, None | Some("join_session")) {
+            self.refused.get_or_insert(reason);
+        } else {
+            self.push_cmd_error(event.unwrap_or("(unnamed)"), reason);
+        }
+    }
+
+    fn push_cmd_error(&mut self, command: &str, reason: String) {
+        if self.cmd_errors.len() < n::MAX_REASONS {
+            self.cmd_errors.push((command.to_owned(), reason));
         }
     }
 
@@ -241,6 +300,8 @@ impl Member {
         self.ticks += 1;
         if self.in_window(at_ns) {
             self.ticks_in_window += 1;
+        } else if self.window.is_some_and(|(a, _)| at_ns < a) {
+            self.ticks_before_window += 1;
         }
         let block = (p / BLOCK_MS).floor() as i64;
         let samples = self.phase.entry(block).or_default();
@@ -254,6 +315,9 @@ impl Member {
             if steps == 1 {
                 self.tick_jitter_us
                     .push(((at_ns - last_at) - 100_000_000).unsigned_abs() / 1000);
+            } else if steps == 0 {
+                // The position did not advance between two ticks of one play segment.
+                self.ticks_stalled += 1;
             } else if steps > 1 {
                 self.ticks_missed += (steps - 1) as u64;
             }
@@ -283,9 +347,13 @@ pub struct Params {
 }
 
 /// The counters every agent reports, zero when nothing happened.
-const COUNTERS: [&str; 19] = [
+const COUNTERS: [&str; 23] = [
     n::MEMBERS_PLANNED,
     n::MEMBERS_CONNECTED,
+    n::MEMBERS_JOINED,
+    n::MEMBERS_REFUSED,
+    n::MEMBERS_CROSS_PLANNED,
+    n::TICKS_STALLED,
     n::CONNECT_FAILURES,
     n::RECONNECTS,
     n::LEADERS,
@@ -311,6 +379,19 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
     }
     let jobs = placement(&p, ctx);
     let planned = jobs.len();
+    let cross = jobs
+        .iter()
+        .filter(|j| {
+            let s = j.state.lock().unwrap();
+            !s.leader && !s.same_instance
+        })
+        .count();
+    let urls: Vec<String> = {
+        let mut u: Vec<String> = jobs.iter().map(|j| j.url.clone()).collect();
+        u.sort();
+        u.dedup();
+        u
+    };
     let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTS_IN_FLIGHT));
     // What holding the members costs this agent: peak RSS over the step minus RSS before it.
     let rss = RssSampler::start();
@@ -325,6 +406,12 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
         metrics.add_counter(c, 0);
     }
     metrics.add_counter(n::MEMBERS_PLANNED, planned as u64);
+    metrics.add_counter(n::MEMBERS_CROSS_PLANNED, cross as u64);
+    for k in n::COMMANDS {
+        for link in n::Link::ALL {
+            metrics.add_counter(&n::chain(k, link), 0);
+        }
+    }
     metrics.set_gauge(n::INSTANCES, ctx.servers.len() as f64, GaugeMerge::Max);
     metrics.set_gauge(
         n::CLOCK_BOUND_US,
@@ -343,6 +430,7 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
                 tracing::debug!("band member: {e}");
                 ctx.live.add_error();
                 metrics.add_counter(n::CONNECT_FAILURES, 1);
+                add_reason(&mut metrics, n::CONNECT_ERROR_PREFIX, &e);
             }
             Outcome::Done {
                 member,
@@ -362,7 +450,54 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
     if cancelled {
         return Err(WorkloadError::Cancelled);
     }
+    if planned > 0 && metrics.counter(n::MEMBERS_CONNECTED) == 0 {
+        let why = n::reasons(&metrics, n::CONNECT_ERROR_PREFIX)
+            .first()
+            .map_or_else(|| "no member connected".to_owned(), |(r, _)| r.clone());
+        return Err(WorkloadError::ServerUnreachable(format!(
+            "none of this agent's {planned} members could connect: {why}"
+        )));
+    }
+    // A server that died during the step: its members' figures would read as a slow server.
+    if p.window.is_none() {
+        for url in &urls {
+            if let Err(why) = reachable(url).await {
+                return Err(WorkloadError::ServerUnreachable(format!(
+                    "{url} stopped answering during the step: {why}"
+                )));
+            }
+        }
+    }
     Ok(metrics)
+}
+
+/// Adds one to `prefix<reason>`, keeping at most [`n::MAX_REASONS`] distinct reasons.
+fn add_reason(m: &mut MetricSet, prefix: &str, reason: &str) {
+    let key = format!("{prefix}{reason}");
+    let known = m.counters.contains_key(&key);
+    if known || n::reasons(m, prefix).len() < n::MAX_REASONS {
+        m.add_counter(&key, 1);
+    } else {
+        m.add_counter(&format!("{prefix}(other reasons)"), 1);
+    }
+}
+
+/// Whether a server still accepts TCP connections (1 s), from its base URL.
+async fn reachable(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = parsed.host_str().ok_or("no host")?.to_owned();
+    let port = parsed.port_or_known_default().ok_or("no port")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no TCP connection within 1 s".to_owned()),
+    }
 }
 
 /// This agent's members (see the module's placement), each with its schedule and instance.
@@ -453,25 +588,33 @@ impl RssSampler {
 }
 
 fn fold(m: &mut MetricSet, mut member: Member, emitted: u64, emit_lag_us: &[u64], session: u64, instance: usize) {
+    // Before `finish`, which counts every unseen change as missed and so reaches everything.
+    let reached = member.reached_outage_state();
     let converged = member.finish();
     if let Some((a, b)) = member.window {
-        use bandsync_common::workloads::band as f;
-        // Kept ticking: at least half the ticks the window holds (one per 100 ms).
+        // Kept ticking: at least half the ticks the window holds (one per 100 ms); judged only
+        // for members that were receiving ticks before the fault.
         let due = ((b - a) / 100_000_000).max(1) as u64;
-        m.add_counter(&f::outage_members(instance), 1);
-        m.add_counter(
-            &f::outage_ticking(instance),
-            u64::from(member.ticks_in_window * 2 >= due),
-        );
+        if member.ticks_before_window > 0 {
+            m.add_counter(&n::outage_members(instance), 1);
+            m.add_counter(
+                &n::outage_ticking(instance),
+                u64::from(member.ticks_in_window * 2 >= due),
+            );
+        } else {
+            m.add_counter(&n::outage_idle(instance), 1);
+        }
         if !member.leader
             && !member.same_instance
-            && let Some(reached) = member.reached_outage_state()
+            && let Some(reached) = reached
         {
-            m.add_counter(f::OUTAGE_CROSS_EXPECTED, 1);
-            m.add_counter(f::OUTAGE_CROSS_SEEN, u64::from(reached));
+            m.add_counter(n::OUTAGE_CROSS_EXPECTED, 1);
+            m.add_counter(n::OUTAGE_CROSS_SEEN, u64::from(reached));
         }
     }
+    fold_chain(m, &member);
     m.add_counter(n::MEMBERS_CONNECTED, 1);
+    m.add_counter(n::TICKS_STALLED, member.ticks_stalled);
     m.add_counter(n::RECONNECTS, member.reconnects);
     if member.leader {
         m.add_counter(n::LEADERS, 1);
@@ -514,6 +657,39 @@ fn fold(m: &mut MetricSet, mut member: Member, emitted: u64, emit_lag_us: &[u64]
         let key = n::phase_key(session, *block, instance);
         m.set_gauge(&format!("{key}.min"), zero, GaugeMerge::Min);
         m.set_gauge(&format!("{key}.max"), zero, GaugeMerge::Max);
+    }
+}
+
+/// The member's join outcome and its share of every command's chain.
+fn fold_chain(m: &mut MetricSet, member: &Member) {
+    if member.joined {
+        m.add_counter(n::MEMBERS_JOINED, 1);
+    } else if let Some(why) = &member.refused {
+        m.add_counter(n::MEMBERS_REFUSED, 1);
+        add_reason(m, n::REFUSAL_PREFIX, why);
+    }
+    for (command, why) in &member.cmd_errors {
+        add_reason(m, n::COMMAND_ERROR_PREFIX, &format!("{command}:{why}"));
+    }
+    let mut expected = [0u64; 4];
+    for c in 0..member.changes {
+        expected[command_index(member.script.command(c, "").0)] += 1;
+    }
+    for (k, command) in n::COMMANDS.iter().enumerate() {
+        use n::Link;
+        let mut add = |link: Link, v: u64| m.add_counter(&n::chain(command, link), v);
+        if member.leader {
+            add(Link::Emitted, member.emitted_by[k]);
+            add(Link::Answered, member.answered[k]);
+            add(Link::Refused, member.refused_cmd[k]);
+            add(Link::LeaderSeen, member.seen[k]);
+        } else if member.same_instance {
+            add(Link::SameExpected, expected[k]);
+            add(Link::SameSeen, member.seen[k]);
+        } else {
+            add(Link::CrossExpected, expected[k]);
+            add(Link::CrossSeen, member.seen[k]);
+        }
     }
 }
 
@@ -569,6 +745,8 @@ impl Job {
             match event {
                 "snapshot" => st.lock().unwrap().on_snapshot(payload, at),
                 "scroll_tick" => st.lock().unwrap().on_tick(payload, at),
+                "session_error" | "error" => st.lock().unwrap().on_error(payload),
+                sio::CLIENT_ERROR => tracing::debug!("socket.io client: {payload}"),
                 _ => {}
             }
         });
@@ -619,12 +797,18 @@ impl Job {
                     if !sleep_until_agent_ns(due, cancel).await {
                         return false;
                     }
-                    let script = self.state.lock().unwrap().script;
-                    let (event, payload) = script.command(c, &self.session);
+                    let (event, payload) = {
+                        let mut s = self.state.lock().unwrap();
+                        let (event, payload) = s.script.command(c, &self.session);
+                        // Before the emit: the answer may arrive before `emit` returns.
+                        s.pending = Some(command_index(event));
+                        (event, payload)
+                    };
                     let lag = now_unix_ns() - due;
                     match client.emit(event, payload).await {
                         Ok(()) => {
                             emitted += 1;
+                            self.state.lock().unwrap().emitted_by[command_index(event)] += 1;
                             live.add_ops(1);
                             emit_lag_us.push((lag.max(0) / 1000) as u64);
                         }
@@ -711,5 +895,77 @@ mod tests {
         assert_eq!(m.tick_jitter_us, vec![2_000]);
         // Zero instant, µs: arrival − position; the late tick hears it 2 ms later.
         assert_eq!(m.phase[&1], vec![-95_100_000.0, -95_098_000.0, -95_100_000.0]);
+    }
+
+    #[test]
+    fn joins_and_commands_are_answered_refused_or_ignored() {
+        let mut m = Member {
+            changes: 4,
+            leader: true,
+            ..Member::default()
+        };
+        // A refusal before any snapshot is a refused join, with the server's reason.
+        m.on_error(&json!({"message": "Session at capacity (8 members)"}));
+        assert_eq!(m.refused.as_deref(), Some("Session at capacity (8 members)"));
+        assert!(!m.joined);
+        let mut m = Member {
+            changes: 4,
+            leader: true,
+            ..Member::default()
+        };
+        m.on_snapshot(&snap(-1, None), 0);
+        assert!(m.joined && m.refused.is_none());
+        // set_tempo answered by a snapshot; seek refused by name; play never answered.
+        m.pending = Some(command_index("set_tempo"));
+        m.on_snapshot(&snap(0, None), 1);
+        m.pending = Some(command_index("seek"));
+        m.on_error(&json!({"event": "seek", "code": "NOT_LEADER", "message": "not the leader"}));
+        m.pending = Some(command_index("play"));
+        assert_eq!(m.answered, [1, 0, 0, 0]);
+        assert_eq!(m.refused_cmd, [0, 1, 0, 0]);
+        assert_eq!(m.seen, [1, 0, 0, 0]);
+        assert_eq!(m.cmd_errors, vec![("seek".to_owned(), "not the leader".to_owned())]);
+        // An unnamed error while a command is pending refuses that command (legacy `error`).
+        m.on_error(&json!({"message": "nope"}));
+        assert_eq!(m.refused_cmd, [0, 1, 1, 0]);
+    }
+
+    #[test]
+    fn a_position_that_does_not_advance_is_a_stalled_tick() {
+        let mut m = Member::default();
+        let tick = |p: f64| json!({"positionMs": p});
+        m.on_tick(&tick(100_100.0), 0);
+        m.on_tick(&tick(100_100.0), 100_000_000);
+        m.on_tick(&tick(100_100.0), 200_000_000);
+        assert_eq!((m.ticks, m.ticks_stalled), (3, 2));
+        assert!(m.tick_jitter_us.is_empty());
+    }
+
+    #[test]
+    fn a_playing_script_is_recognised_and_the_outage_state_is_judged_before_finishing() {
+        let script = Script::Playing;
+        let mut m = Member {
+            changes: 6,
+            t0_ns: 0,
+            interval_ns: 1_000,
+            script,
+            // Changes 2 and 3 fall in the fault's window.
+            window: Some((1_500, 3_500)),
+            ..Member::default()
+        };
+        let playing = |c: i64| {
+            let e = script.expected(c);
+            json!({"tempo": e.tempo, "isPlaying": e.playing, "position": 5_000.0})
+        };
+        m.on_tick(&json!({"positionMs": 100.0}), 1_000);
+        m.on_snapshot(&playing(0), 10);
+        m.on_snapshot(&playing(1), 1_010);
+        assert_eq!(m.delivered, 2, "a playing script's changes are recognised");
+        // The fault's last change (3) never arrived: not reached, though finish() then counts
+        // it as missed and would make every member look as if it got there.
+        assert_eq!(m.reached_outage_state(), Some(false));
+        assert_eq!(m.ticks_before_window, 1);
+        m.on_snapshot(&playing(4), 4_010);
+        assert_eq!(m.reached_outage_state(), Some(true));
     }
 }

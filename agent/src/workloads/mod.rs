@@ -78,6 +78,8 @@ impl StepContext {
 pub enum WorkloadError {
     #[error("Redis at {url} is unreachable: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("BandSync server unreachable: {0}")]
+    ServerUnreachable(String),
     #[error("cancelled")]
     Cancelled,
     #[error("{0}")]

@@ -16,6 +16,9 @@ use serde_json::Value;
 /// Called for every server event: (event name, first argument, arrival in agent Unix ns).
 pub type Handler = Arc<dyn Fn(&str, &Value, i64) + Send + Sync>;
 
+/// The pseudo-event under which the client's own failures (as a string) reach the handler.
+pub const CLIENT_ERROR: &str = "client_error";
+
 /// Called when the connection comes back after a drop, with the client to re-join on.
 pub type OnReconnect = Arc<dyn Fn(Client) + Send + Sync>;
 
@@ -36,6 +39,7 @@ pub async fn connect(
     let first = std::sync::Mutex::new(Some(tx));
     let reconnect = on_reconnect.is_some();
     let events = handler.clone();
+    let errors = handler.clone();
     let builder = ClientBuilder::new(url)
         .transport_type(TransportType::Websocket)
         .reconnect(reconnect)
@@ -50,6 +54,19 @@ pub async fn connect(
                     if let Some(cb) = &on_reconnect {
                         cb(client);
                     }
+                }
+            }
+            async {}.boxed()
+        })
+        // rust_socketio routes a server's `error` event (and its own failures, as strings) to
+        // `Event::Error`, not to `on_any`: a server's refusal `{message}` is an object.
+        .on(Event::Error, move |payload, _| {
+            let at = now_unix_ns();
+            if let Payload::Text(args) = payload {
+                match args.first() {
+                    Some(v @ Value::Object(_)) => errors("error", v, at),
+                    Some(v) => errors(CLIENT_ERROR, v, at),
+                    None => {}
                 }
             }
             async {}.boxed()
@@ -81,6 +98,22 @@ pub async fn connect(
 /// `/socket.io/`).
 pub fn base_url(server: &str) -> String {
     server.trim_end_matches('/').to_owned()
+}
+
+/// Why a server refused something, from a `session_error` `{event, code, message}` or an
+/// `error` `{message}` payload: the message, else the code, else the payload itself (bounded).
+pub fn refusal_reason(v: &Value) -> String {
+    let text = match (v.get("message").and_then(Value::as_str), v.get("code")) {
+        (Some(m), _) => m.to_owned(),
+        (None, Some(Value::String(c))) => c.clone(),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => v.to_string(),
+    };
+    let mut text: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
+    if text.is_empty() {
+        text.push_str("(empty)");
+    }
+    text
 }
 
 /// `serverTimestamp` of a payload, if the server sent one (older servers do not: then absent,

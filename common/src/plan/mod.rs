@@ -301,7 +301,8 @@ impl Loc<'_> {
         let testbed = self.testbed(raw.testbed)?;
         let testbed_redis = testbed.as_ref().is_some_and(|t| t.redis);
         let testbed_servers = testbed.as_ref().map_or(0, |t| t.servers);
-        let target = self.target(raw.target, testbed_redis, testbed_servers)?;
+        let target_given = raw.target.is_some();
+        let (target, target_span) = self.target(raw.target, testbed_redis, testbed_servers)?;
         let run = self.run(raw.run)?;
         let criteria = self.criteria(raw.criteria)?;
 
@@ -361,6 +362,20 @@ impl Loc<'_> {
                 }
             };
             steps.push(Step { name, ..step });
+        }
+        if target.redis_url.is_none()
+            && !testbed_redis
+            && let Some(step) = steps.iter().find(|s| s.spec.uses_redis())
+        {
+            let what = if target_given { "target.redis_url" } else { "target" };
+            return Err(self.err(
+                target_span,
+                what,
+                format!(
+                    "missing: step `{}` uses Redis; set [target] redis_url = \"redis://HOST:PORT\", or let the testbed start a Redis with [testbed] redis = true",
+                    step.name
+                ),
+            ));
         }
 
         Ok(Plan {
@@ -490,7 +505,7 @@ impl Loc<'_> {
         raw: Option<Spanned<RawTarget>>,
         testbed_redis: bool,
         testbed_servers: u32,
-    ) -> Result<Target, PlanError> {
+    ) -> Result<(Target, std::ops::Range<usize>), PlanError> {
         let (span, raw) = match raw {
             Some(t) => (t.span(), Some(t.into_inner())),
             None => (0..0, None),
@@ -524,10 +539,8 @@ impl Loc<'_> {
             }
             Some(u) => Some(self.redis_url(u)?),
             None if testbed_redis => None,
-            None => {
-                let what = if raw.is_some() { "target.redis_url" } else { "target" };
-                return Err(self.err(span, what, "missing: set [target] redis_url = \"redis://HOST:PORT\", or let the testbed start a Redis with [testbed] redis = true"));
-            }
+            // Needed only when a step uses Redis: checked once the steps are known.
+            None => None,
         };
         let mut servers = Vec::new();
         if let Some(list) = raw.as_ref().and_then(|t| t.servers.as_ref()) {
@@ -546,11 +559,14 @@ impl Loc<'_> {
                 servers.push(u.get_ref().trim_end_matches('/').to_owned());
             }
         }
-        Ok(Target {
-            redis_url,
-            key_prefix,
-            servers,
-        })
+        Ok((
+            Target {
+                redis_url,
+                key_prefix,
+                servers,
+            },
+            span,
+        ))
     }
 
     fn redis_url(&self, u: &Spanned<String>) -> Result<String, PlanError> {

@@ -12,6 +12,9 @@ use crate::workload::{Combine, CriterionDef, Measure, Rating, Score};
 pub struct CriterionResult {
     pub id: String,
     pub name: String,
+    /// The step judged (each step is judged on its own); `None` for the run's own criteria and
+    /// for a criterion no step of the plan measures.
+    pub step: Option<String>,
     pub target: String,
     pub measured: Option<String>,
     pub status: CriterionStatus,
@@ -29,38 +32,89 @@ pub enum CriterionStatus {
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Overall {
+    /// The document's `calculateOverallRating` points (kept as a note: it scores throughput
+    /// bands and fixed points, not the success criteria).
     pub score: u32,
     pub max_score: u32,
     pub percentage: f64,
-    /// The document's `calculateOverallRating`: ≥ 85 % Excellent, ≥ 70 % Good, else Needs Improvement.
+    /// The document's rating from those points: ≥ 85 % Excellent, ≥ 70 % Good, else Needs Improvement.
+    pub document_rating: Rating,
+    /// The verdict: never better than the criteria say. A FAILed criterion caps it at
+    /// "Needs Improvement"; every measured criterion passing lifts it to at least "Good"; an
+    /// incomplete or interrupted run, or one with no measured criterion, is "Not rated".
     pub rating: Rating,
+    /// Criteria that failed, as "name" (the text says which).
+    pub failed_criteria: Vec<String>,
+    /// Why the rating differs from the document's, when it does.
+    pub reason: Option<String>,
 }
 
-/// Every declared criterion, in the report's order, measured over the steps of its kind; then
-/// the run's own: keys left under the run prefix.
-pub fn evaluate(steps: &[StepReport], thresholds: &Criteria, leftover: Option<u64>) -> Vec<CriterionResult> {
-    let mut out: Vec<CriterionResult> = crate::workloads::criteria()
-        .into_iter()
-        .map(|def| {
-            let measures: Vec<Measure> = steps
-                .iter()
-                .filter_map(|s| s.figures.as_ref())
-                .filter(|f| f.criteria().iter().any(|d| d.id == def.id))
-                .filter_map(|f| f.measure(def.id))
-                .collect();
-            let threshold = thresholds.threshold(def);
-            let measured = combine(def, threshold, &measures);
-            result(def.id, def.name, def.target(threshold), measured, def.source.as_str())
-        })
-        .collect();
+/// Every declared criterion, in the report's order, judged on each step of its kind on its own
+/// (a step that produced no result FAILs with "no data"); a criterion no step of the plan
+/// measures is one "not measured" row. Then the run's own: keys left under the run prefix.
+pub fn evaluate(
+    steps: &[StepReport],
+    thresholds: &Criteria,
+    leftover: Option<u64>,
+    redis_used: bool,
+) -> Vec<CriterionResult> {
+    let mut out = Vec::new();
+    for def in crate::workloads::criteria() {
+        let threshold = thresholds.threshold(def);
+        let target = def.target(threshold);
+        let judged: Vec<(&StepReport, Option<(String, bool)>)> = steps
+            .iter()
+            .filter(|s| crate::workloads::criteria_of(&s.kind).iter().any(|d| d.id == def.id))
+            .filter_map(|s| match &s.figures {
+                None => Some((s, Some((no_data(s), false)))),
+                Some(f) => f
+                    .measure(def.id)
+                    .map(|m| (s, combine(def, threshold, std::slice::from_ref(&m)))),
+            })
+            .collect();
+        if judged.is_empty() {
+            out.push(result(def.id, def.name, None, target, None, def.source.as_str()));
+            continue;
+        }
+        let several = judged.len() > 1;
+        for (s, measured) in judged {
+            let name = if several {
+                format!("{} · {}", def.name, s.name)
+            } else {
+                def.name.to_owned()
+            };
+            out.push(result(
+                def.id,
+                &name,
+                Some(&s.name),
+                target.clone(),
+                measured,
+                def.source.as_str(),
+            ));
+        }
+    }
     out.push(result(
         "leftover_keys",
         "Keys left under the run prefix",
+        None,
         "= 0".to_owned(),
-        leftover.map(|n| (n.to_string(), n == 0)),
+        match leftover {
+            Some(n) => Some((n.to_string(), n == 0)),
+            // Keys were written and nobody could count what is left: not a pass.
+            None if redis_used => Some(("not checked: the sweep could not reach Redis".to_owned(), false)),
+            None => None,
+        },
         "suite",
     ));
     out
+}
+
+/// A step that produced no result, as the measured text of its criteria.
+fn no_data(s: &StepReport) -> String {
+    match s.failures.first() {
+        Some(f) => format!("no data: {}", f.message),
+        None => "no data: no agent returned a result".to_owned(),
+    }
 }
 
 /// The verdict of several steps' measurements: what the report shows, and whether it passed.
@@ -93,7 +147,14 @@ fn combine(def: &CriterionDef, threshold: f64, measures: &[Measure]) -> Option<(
     }
 }
 
-fn result(id: &str, name: &str, target: String, measured: Option<(String, bool)>, source: &str) -> CriterionResult {
+fn result(
+    id: &str,
+    name: &str,
+    step: Option<&str>,
+    target: String,
+    measured: Option<(String, bool)>,
+    source: &str,
+) -> CriterionResult {
     let (measured, status) = match measured {
         Some((m, true)) => (Some(m), CriterionStatus::Pass),
         Some((m, false)) => (Some(m), CriterionStatus::Fail),
@@ -102,6 +163,7 @@ fn result(id: &str, name: &str, target: String, measured: Option<(String, bool)>
     CriterionResult {
         id: id.into(),
         name: name.into(),
+        step: step.map(str::to_owned),
         target,
         measured,
         status,
@@ -109,8 +171,9 @@ fn result(id: &str, name: &str, target: String, measured: Option<(String, bool)>
     }
 }
 
-/// The document's `calculateOverallRating`: every test 3 points at most.
-pub fn overall_rating(steps: &[StepReport]) -> (Overall, Option<String>) {
+/// The verdict: the document's `calculateOverallRating` (every test 3 points at most), bounded
+/// by the criteria and the run's completeness so that rating, criteria and exit code agree.
+pub fn overall_rating(steps: &[StepReport], criteria: &[CriterionResult], complete: bool) -> (Overall, Option<String>) {
     let mut score = 0;
     let mut max_score = 0;
     let mut fixed: Vec<String> = Vec::new();
@@ -140,19 +203,43 @@ pub fn overall_rating(steps: &[StepReport]) -> (Overall, Option<String>) {
     } else {
         f64::from(score) * 100.0 / f64::from(max_score)
     };
-    let rating = if percentage >= 85.0 {
+    let document_rating = if percentage >= 85.0 {
         Rating::Excellent
     } else if percentage >= 70.0 {
         Rating::Good
     } else {
         Rating::NeedsImprovement
     };
+    let failed_criteria: Vec<String> = criteria
+        .iter()
+        .filter(|c| c.status == CriterionStatus::Fail)
+        .map(|c| c.name.clone())
+        .collect();
+    let passed = criteria.iter().filter(|c| c.status == CriterionStatus::Pass).count();
+    let (rating, reason) = if !complete {
+        (Rating::NotRated, Some("the run is incomplete".to_owned()))
+    } else if !failed_criteria.is_empty() {
+        let n = failed_criteria.len();
+        (
+            Rating::NeedsImprovement,
+            Some(format!("{n} success criteri{} failed", if n == 1 { "on" } else { "a" })),
+        )
+    } else if passed == 0 {
+        (Rating::NotRated, Some("no success criterion was measured".to_owned()))
+    } else if document_rating == Rating::NeedsImprovement {
+        (Rating::Good, Some("every measured success criterion passed".to_owned()))
+    } else {
+        (document_rating, None)
+    };
     (
         Overall {
             score,
             max_score,
             percentage,
+            document_rating,
             rating,
+            failed_criteria,
+            reason,
         },
         note,
     )
@@ -203,5 +290,89 @@ mod tests {
         let got = combine(&def, 1.0, &[Measure::Check(true), Measure::Check(false)]);
         assert_eq!(got, Some(("1 of 2 scenarios".into(), false)));
         assert_eq!(def.target(1.0), "in all scenarios");
+    }
+
+    fn step(name: &str, figures: Option<crate::workloads::Figures>, failure: Option<&str>) -> StepReport {
+        StepReport {
+            name: name.into(),
+            kind: "session_sync".into(),
+            agents_sent: vec!["a1".into()],
+            agents_reported: Vec::new(),
+            failures: failure
+                .map(|m| super::super::StepFailure {
+                    agent: "a1".into(),
+                    message: m.into(),
+                })
+                .into_iter()
+                .collect(),
+            duration_s: 1.0,
+            start_spread_ms: None,
+            timeline: Vec::new(),
+            per_agent: Vec::new(),
+            start_delay_ms: Vec::new(),
+            figures,
+        }
+    }
+
+    fn sync_figures() -> crate::workloads::Figures {
+        use crate::workloads::band::{self, Band};
+        let mut m = crate::metrics::MetricSet::new();
+        m.add_counter(band::MEMBERS_PLANNED, 2);
+        m.add_counter(band::CONVERGED, 2);
+        m.histogram_mut(band::PROPAGATION_SAME_US).record(4_000).unwrap();
+        let key = band::phase_key(0, 1, 0);
+        m.set_gauge(&format!("{key}.min"), 1_000.0, crate::metrics::GaugeMerge::Min);
+        m.set_gauge(&format!("{key}.max"), 3_000.0, crate::metrics::GaugeMerge::Max);
+        let spec = crate::workloads::StepSpec::SessionSync(crate::workloads::SessionSync(Band {
+            sessions: 1,
+            members: 2,
+            changes: 1,
+            interval: std::time::Duration::from_millis(100),
+            ramp_up: std::time::Duration::from_millis(100),
+            settle: std::time::Duration::from_millis(100),
+        }));
+        let criteria = Criteria::default();
+        spec.figures(
+            &m,
+            &crate::workload::FigureCx {
+                criteria: &criteria,
+                agents: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn each_step_is_judged_on_its_own_and_a_step_without_data_fails() {
+        let steps = [
+            step("good", Some(sync_figures()), None),
+            step("dead", None, Some("server unreachable")),
+        ];
+        let got = evaluate(&steps, &Criteria::default(), Some(0), false);
+        let conv: Vec<_> = got.iter().filter(|c| c.id == "sync_convergence").collect();
+        assert_eq!(conv.len(), 2);
+        assert_eq!(conv[0].name, "Session sync: convergence · good");
+        assert_eq!(conv[0].status, CriterionStatus::Pass);
+        assert_eq!(conv[1].step.as_deref(), Some("dead"));
+        assert_eq!(conv[1].status, CriterionStatus::Fail);
+        assert_eq!(conv[1].measured.as_deref(), Some("no data: server unreachable"));
+        // A kind the plan does not run is one "not measured" row, with no step.
+        let other = got
+            .iter()
+            .find(|c| c.id == "connection_stability")
+            .map(|c| (c.status, c.step.clone()));
+        assert!(matches!(other, Some((CriterionStatus::NotMeasured, None))), "{other:?}");
+
+        let (overall, _) = overall_rating(&steps, &got, true);
+        assert_eq!(overall.rating, Rating::NeedsImprovement);
+        assert_eq!(overall.failed_criteria.len(), 3, "{:?}", overall.failed_criteria);
+        let (overall, _) = overall_rating(
+            &steps[..1],
+            &evaluate(&steps[..1], &Criteria::default(), Some(0), false),
+            true,
+        );
+        assert!(overall.failed_criteria.is_empty(), "{:?}", overall.failed_criteria);
+        assert!(matches!(overall.rating, Rating::Good | Rating::Excellent));
+        let (overall, _) = overall_rating(&steps[..1], &[], false);
+        assert_eq!(overall.rating, Rating::NotRated);
     }
 }

@@ -296,11 +296,12 @@ fn overview(r: &Report, o: &mut dyn Write) -> fmt::Result {
     let failed = r.criteria.iter().filter(|c| c.status == CriterionStatus::Fail).count();
     write!(
         o,
-        r#"<section><h2>Overview</h2><div class="kpis"><div class="kpi">Overall rating (document's scoring)<b>{}</b>{} of {} points, {:.0}%</div><div class="kpi">Success criteria<b>{passed} pass · {failed} fail</b>{} not measured by this plan</div><div class="kpi">Keys left under the run prefix<b>{}</b>{}</div></div></section>"#,
+        r#"<section><h2>Overview</h2><div class="kpis"><div class="kpi">Overall rating<b>{}</b>document's scoring: {} of {} points, {:.0}% → {}</div><div class="kpi">Success criteria<b>{passed} pass · {failed} fail</b>{} not measured by this plan</div><div class="kpi">Keys left under the run prefix<b>{}</b>{}</div></div></section>"#,
         esc(r.overall.rating.as_str()),
         r.overall.score,
         r.overall.max_score,
         r.overall.percentage,
+        esc(r.overall.document_rating.as_str()),
         r.criteria.len() - passed - failed,
         r.leftover_keys.map_or_else(|| "not checked".into(), |n| n.to_string()),
         esc(&r.target.run_prefix)

@@ -25,7 +25,7 @@ use crate::workload::FigureCx;
 pub use crate::workloads::Figures;
 
 /// Bumped when a field of the JSON report changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Report {
@@ -50,6 +50,8 @@ pub struct Report {
 pub struct TargetInfo {
     /// The Redis URL with any password replaced by `***`.
     pub redis_url: Option<String>,
+    /// Whether any step of the plan used Redis (a Socket.IO-only plan needs none).
+    pub redis_used: bool,
     pub key_prefix: String,
     pub run_prefix: String,
     /// BandSync servers the Socket.IO steps loaded (testbed instances or the plan's).
@@ -113,8 +115,10 @@ impl Report {
         }
         let mut agents = record.agents;
         let cpu_bound = agent_maxima(&mut agents, &steps);
-        let criteria = criteria::evaluate(&steps, &record.criteria, record.leftover_keys);
-        let (overall, overall_note) = criteria::overall_rating(&steps);
+        let redis_used = record.steps.iter().any(|s| s.step.spec.uses_redis());
+        let criteria = criteria::evaluate(&steps, &record.criteria, record.leftover_keys, redis_used);
+        let complete = matches!(record.status, RunStatus::Complete);
+        let (overall, overall_note) = criteria::overall_rating(&steps, &criteria, complete);
         notes.extend(overall_note);
         let mut recommendations = recommendations(&steps);
         recommendations.extend(cpu_bound);
@@ -128,6 +132,7 @@ impl Report {
             status: record.status,
             target: TargetInfo {
                 redis_url: record.redis_url.as_deref().map(redact_url),
+                redis_used,
                 run_prefix: format!("{}:{}:", record.key_prefix, record.run_id),
                 key_prefix: record.key_prefix,
                 servers: record.servers,

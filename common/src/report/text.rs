@@ -76,23 +76,46 @@ fn verdict(r: &Report, w: &mut dyn Write) -> fmt::Result {
         writeln!(w, "   • {rec}")?;
     }
 
-    writeln!(w, "\n🏆 OVERALL PERFORMANCE RATING: {}", r.overall.rating)?;
+    let o = &r.overall;
+    writeln!(w, "\n🏆 OVERALL PERFORMANCE RATING: {}", o.rating)?;
     writeln!(
         w,
         "   {}",
-        match r.overall.rating {
-            Rating::Excellent => "System is ready for production deployment with high performance",
-            Rating::Good => "System performance is adequate with minor optimization opportunities",
-            _ => "System needs performance improvements before production deployment",
+        match o.rating {
+            Rating::Excellent => "System is ready for production deployment with high performance".to_owned(),
+            Rating::Good => "System performance is adequate with minor optimization opportunities".to_owned(),
+            Rating::NotRated => format!("No verdict: {}", o.reason.as_deref().unwrap_or("nothing was measured")),
+            _ if !o.failed_criteria.is_empty() =>
+                format!("Not ready for production: failed {}", o.failed_criteria.join(", ")),
+            _ => "System needs performance improvements before production deployment".to_owned(),
         }
     )?;
     writeln!(
         w,
-        "   (document scoring: {} of {} points, {:.0}%)",
-        r.overall.score, r.overall.max_score, r.overall.percentage
+        "   (document scoring: {} of {} points, {:.0}% → {}{})",
+        o.score,
+        o.max_score,
+        o.percentage,
+        o.document_rating,
+        if o.rating == o.document_rating {
+            String::new()
+        } else {
+            format!(
+                "; the verdict is {} because {}",
+                o.rating,
+                o.reason.as_deref().unwrap_or("of the criteria")
+            )
+        }
     )?;
 
     writeln!(w, "\n✅ SUCCESS CRITERIA:")?;
+    let width = r
+        .criteria
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(40);
     for c in &r.criteria {
         let mark = match c.status {
             CriterionStatus::Pass => "PASS",
@@ -101,7 +124,7 @@ fn verdict(r: &Report, w: &mut dyn Write) -> fmt::Result {
         };
         writeln!(
             w,
-            "   {mark}  {:<40} target {:<52} measured {}",
+            "   {mark}  {:<width$} target {:<52} measured {}",
             c.name,
             c.target,
             c.measured.as_deref().unwrap_or("not measured by this plan")
@@ -207,10 +230,13 @@ fn cleanup(r: &Report, w: &mut dyn Write) -> fmt::Result {
                 if n > 0 { " (swept by the coordinator)" } else { "" }
             )?;
         }
+        None if !r.target.redis_used => {
+            writeln!(w, "   No step of this plan used Redis: nothing to clean up")?;
+        }
         None => {
             writeln!(
                 w,
-                "   Keys under {}* not checked (no Redis target reached)",
+                "   ❌ Keys under {}* not checked: the sweep did not reach Redis",
                 r.target.run_prefix
             )?;
         }

@@ -79,3 +79,89 @@ pub fn outage_ticking(instance: usize) -> String {
 /// outage window; and those that reached that change's state (or a later one) after it.
 pub const OUTAGE_CROSS_EXPECTED: &str = "outage_cross_expected";
 pub const OUTAGE_CROSS_SEEN: &str = "outage_cross_seen";
+
+/// Counters: members whose join the server confirmed (a snapshot after `join_session`), and
+/// members it refused (a `session_error` or `error` before any snapshot; the reason goes under
+/// [`REFUSAL_PREFIX`]). Connected − joined − refused: joins the server never answered.
+pub const MEMBERS_JOINED: &str = "members_joined";
+pub const MEMBERS_REFUSED: &str = "members_refused";
+/// Counter: followers the placement put on another instance than their leader.
+pub const MEMBERS_CROSS_PLANNED: &str = "members_cross_planned";
+/// Counter: ticks whose `positionMs` did not advance from the previous tick while playing.
+pub const TICKS_STALLED: &str = "ticks_stalled";
+/// Counter per instance: members that received no tick before the fault's window began (their
+/// session was not playing yet), so whether the fault stopped their ticks cannot be judged.
+pub fn outage_idle(instance: usize) -> String {
+    format!("outage_idle.i{instance}")
+}
+/// Counter prefixes carrying a reason (at most [`MAX_REASONS`] distinct per agent):
+/// `refusal:<message>` per refused join, `connect_error:<reason>` per failed connection,
+/// `cmd_error:<command>:<message>` per refused leader command.
+pub const REFUSAL_PREFIX: &str = "refusal:";
+pub const CONNECT_ERROR_PREFIX: &str = "connect_error:";
+pub const COMMAND_ERROR_PREFIX: &str = "cmd_error:";
+pub const MAX_REASONS: usize = 8;
+
+/// The leader commands a script uses, in the chain table's order.
+pub const COMMANDS: [&str; 4] = ["set_tempo", "seek", "play", "pause"];
+
+/// One link of a command's chain, from the leader's emit to the members' snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Emitted by the leaders.
+    Emitted,
+    /// Answered to the leader (a snapshot or an error) before its next command.
+    Answered,
+    /// Refused to the leader (`session_error` / `error`).
+    Refused,
+    /// The commanded state recognised in the leader's own snapshots.
+    LeaderSeen,
+    /// Member × change pairs expected and recognised on the leader's instance / on another.
+    SameExpected,
+    SameSeen,
+    CrossExpected,
+    CrossSeen,
+}
+
+impl Link {
+    pub const ALL: [Link; 8] = [
+        Link::Emitted,
+        Link::Answered,
+        Link::Refused,
+        Link::LeaderSeen,
+        Link::SameExpected,
+        Link::SameSeen,
+        Link::CrossExpected,
+        Link::CrossSeen,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Link::Emitted => "emitted",
+            Link::Answered => "answered",
+            Link::Refused => "refused",
+            Link::LeaderSeen => "leader_seen",
+            Link::SameExpected => "same_expected",
+            Link::SameSeen => "same_seen",
+            Link::CrossExpected => "cross_expected",
+            Link::CrossSeen => "cross_seen",
+        }
+    }
+}
+
+/// Counter of `command`'s chain link: `cmd.<command>.<link>`.
+pub fn chain(command: &str, link: Link) -> String {
+    format!("cmd.{command}.{}", link.as_str())
+}
+
+/// Counters under `prefix`, as (reason, count), most frequent first.
+pub fn reasons(m: &crate::metrics::MetricSet, prefix: &str) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = m
+        .counters
+        .range(prefix.to_owned()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k[prefix.len()..].to_owned(), *v))
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}

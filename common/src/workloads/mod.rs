@@ -72,6 +72,14 @@ macro_rules! registry {
             all
         }
 
+        /// The criteria `kind` declares (none for an unknown kind).
+        pub fn criteria_of(kind: &str) -> &'static [CriterionDef] {
+            match kind {
+                $(<$variant as Workload>::KIND => <$variant as Workload>::criteria(),)*
+                _ => &[],
+            }
+        }
+
         impl StepSpec {
             pub fn kind(&self) -> &'static str {
                 match self { $(StepSpec::$variant(_) => <$variant as Workload>::KIND,)* }

@@ -90,8 +90,10 @@ pub const FAILOVER_CLIENT_SETTINGS: &str = "redis-rs ConnectionManager: 1 retry,
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct InstanceDuringFault {
     pub instance: u64,
-    /// Members whose session was playing through the fault.
+    /// Members whose session was playing (receiving ticks) before the fault.
     pub members: u64,
+    /// Members that received no tick before the fault: whether it stopped their ticks is not judged.
+    pub not_playing_before: u64,
     /// Of them, the ones that kept receiving ticks during it (at least half of the ticks due).
     pub kept_ticking: u64,
 }
@@ -336,6 +338,8 @@ impl Workload for RedisFailover {
             "not measured (no Socket.IO members)".to_owned()
         } else if f.graceful_degradation {
             "✅ members on every instance kept receiving ticks; all converged".to_owned()
+        } else if f.instances.iter().any(|i| i.members == 0) {
+            "❌ not shown: on some instance no member was receiving ticks before the fault".to_owned()
         } else {
             "❌ some members stopped receiving ticks or did not converge".to_owned()
         }
@@ -343,8 +347,15 @@ impl Workload for RedisFailover {
     for i in &f.instances {
         writeln!(
             w,
-            "      instance {}: {} of {} members kept ticking during the fault",
-            i.instance, i.kept_ticking, i.members
+            "      instance {}: {} of {} members kept ticking during the fault{}",
+            i.instance,
+            i.kept_ticking,
+            i.members,
+            if i.not_playing_before > 0 {
+                format!(" ({} received no tick before it: not judged)", i.not_playing_before)
+            } else {
+                String::new()
+            }
         )?;
     }
     if f.cross_instance_members > 0 || !f.instances.is_empty() {
@@ -408,12 +419,14 @@ fn failover_figures(m: &MetricSet, mode: FaultMode) -> FailoverFigures {
     let mut instances = Vec::new();
     for i in 0..64usize {
         let members = m.counter(&band::outage_members(i));
-        if members == 0 && !m.counters.contains_key(&band::outage_members(i)) {
+        let idle = m.counter(&band::outage_idle(i));
+        if members == 0 && idle == 0 {
             continue;
         }
         instances.push(InstanceDuringFault {
             instance: i as u64,
             members,
+            not_playing_before: idle,
             kept_ticking: m.counter(&band::outage_ticking(i)),
         });
     }

@@ -65,6 +65,58 @@ impl Spread {
 }
 
 
+/// A reason a server or the connection gave, and how often.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Reason {
+    pub reason: String,
+    pub count: u64,
+}
+
+fn reasons(m: &MetricSet, prefix: &str) -> Vec<Reason> {
+    band::reasons(m, prefix)
+        .into_iter()
+        .map(|(reason, count)| Reason { reason, count })
+        .collect()
+}
+
+/// One leader command's chain: emitted by the leaders, answered (a snapshot or an error before
+/// the next command) and refused to them, its state seen by the leaders, and member × change
+/// deliveries expected and seen on the leader's instance and on other instances.
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+pub struct CommandChain {
+    pub command: String,
+    pub emitted: u64,
+    pub answered: u64,
+    pub refused: u64,
+    pub leader_seen: u64,
+    pub same_expected: u64,
+    pub same_seen: u64,
+    pub cross_expected: u64,
+    pub cross_seen: u64,
+}
+
+impl CommandChain {
+    fn of(m: &MetricSet, command: &str) -> CommandChain {
+        use band::Link;
+        let c = |link| m.counter(&band::chain(command, link));
+        CommandChain {
+            command: command.to_owned(),
+            emitted: c(Link::Emitted),
+            answered: c(Link::Answered),
+            refused: c(Link::Refused),
+            leader_seen: c(Link::LeaderSeen),
+            same_expected: c(Link::SameExpected),
+            same_seen: c(Link::SameSeen),
+            cross_expected: c(Link::CrossExpected),
+            cross_seen: c(Link::CrossSeen),
+        }
+    }
+
+    fn used(&self) -> bool {
+        self.emitted + self.same_expected + self.cross_expected > 0
+    }
+}
+
 /// `session_sync`: cross-instance session sync, all agents together.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct SessionSyncFigures {
@@ -74,8 +126,21 @@ pub struct SessionSyncFigures {
     pub agents: u64,
     pub members_planned: u64,
     pub members_connected: u64,
+    /// Joins the server confirmed (a snapshot), refused (with its reasons), never answered.
+    pub members_joined: u64,
+    pub members_refused: u64,
+    pub joins_unanswered: u64,
+    pub refusals: Vec<Reason>,
     pub connect_failures: u64,
+    pub connect_errors: Vec<Reason>,
+    /// Followers placed on another instance than their leader (0: cross-instance sync is not
+    /// exercised, e.g. members per session ≤ agents, or one instance).
+    pub members_cross_planned: u64,
     pub reconnects: u64,
+    /// Each leader command's chain, and the commands the server refused with its reasons
+    /// (`command:message`).
+    pub commands: Vec<CommandChain>,
+    pub command_errors: Vec<Reason>,
     pub changes_scheduled: u64,
     pub changes_emitted: u64,
     /// How late leaders emitted against the schedule.
@@ -102,6 +167,8 @@ pub struct SessionSyncFigures {
     pub unexpected_states: u64,
     pub ticks: u64,
     pub ticks_missed: u64,
+    /// Ticks whose positionMs did not advance from the previous one while playing.
+    pub ticks_stalled: u64,
     pub tick_jitter_us: HistSummary,
     /// Beat-phase spread: per session and play segment, latest − earliest member estimate of
     /// the instant the position was 0; among members of one instance, and across all members.
@@ -212,6 +279,13 @@ impl Workload for SessionSync {
     fn measure(f: &SessionSyncFigures, id: &str) -> Option<Measure> {
         let bound = f.clock_bound_ms;
         match id {
+            "sync_propagation" if f.members_cross_planned > 0 && f.propagation_cross_instance_us.count == 0 => {
+                let expected: u64 = f.commands.iter().map(|c| c.cross_expected).sum();
+                Some(Measure::Failed(format!(
+                    "cross-instance members received none of {} changes",
+                    group(expected as f64)
+                )))
+            }
             "sync_propagation" if f.propagation_all_us.count > 0 => {
                 let p = f.propagation_all_us.p99 as f64 / 1000.0;
                 Some(Measure::value(p, format!("{p:.1} ms (±{bound:.2} ms)")))
@@ -243,21 +317,11 @@ impl Workload for SessionSync {
         )]
     }
 
-    fn recommendations(f: &SessionSyncFigures, _step: &str) -> Vec<String> {
-        if f.missed_changes > 0 || f.convergence_rate < 1.0 {
-            vec![format!(
-                "Session sync: {} member×change deliveries missed and {:.1}% of members converged: check the Redis adapter between instances and reconnect handling",
-                f.missed_changes,
-                f.convergence_rate * 100.0
-            )]
-        } else if f.connect_failures > 0 {
-            vec![format!(
-                "Session sync: {} members could not connect: raise the servers' connection limits or ramp up more slowly",
-                f.connect_failures
-            )]
-        } else {
-            Vec::new()
-        }
+    fn recommendations(f: &SessionSyncFigures, step: &str) -> Vec<String> {
+        diagnose(f)
+            .into_iter()
+            .map(|d| format!("Session sync `{step}`: {d}"))
+            .collect()
     }
 
     fn render_text(f: &SessionSyncFigures, step: &str, w: &mut dyn fmt::Write) -> fmt::Result {
@@ -271,6 +335,7 @@ impl Workload for SessionSync {
         f.agents
     )?;
         render_members(f, w)?;
+        render_commands(f, w)?;
         render_delivery(f, w)?;
         render_ticks(f, w)
     }
@@ -339,7 +404,22 @@ fn sync_figures(m: &MetricSet, sessions: u64, members: u32, agents: u64) -> Sess
     }
     let connected = m.counter(band::MEMBERS_CONNECTED);
     let converged = m.counter(band::CONVERGED);
+    let joined = m.counter(band::MEMBERS_JOINED);
+    let refused = m.counter(band::MEMBERS_REFUSED);
     SessionSyncFigures {
+        members_joined: joined,
+        members_refused: refused,
+        joins_unanswered: connected.saturating_sub(joined + refused),
+        refusals: reasons(m, band::REFUSAL_PREFIX),
+        connect_errors: reasons(m, band::CONNECT_ERROR_PREFIX),
+        members_cross_planned: m.counter(band::MEMBERS_CROSS_PLANNED),
+        commands: band::COMMANDS
+            .iter()
+            .map(|c| CommandChain::of(m, c))
+            .filter(CommandChain::used)
+            .collect(),
+        command_errors: reasons(m, band::COMMAND_ERROR_PREFIX),
+        ticks_stalled: m.counter(band::TICKS_STALLED),
         sessions,
         members_per_session: members,
         instances: m.gauge(band::INSTANCES).unwrap_or(0.0) as u64,
@@ -378,6 +458,156 @@ fn sync_figures(m: &MetricSet, sessions: u64, members: u32, agents: u64) -> Sess
 }
 
 
+/// The most frequent reason, quoted with its count.
+fn top(r: &[Reason]) -> String {
+    match r.first() {
+        Some(r) if r.count > 1 => format!("\"{}\" (×{})", r.reason, r.count),
+        Some(r) => format!("\"{}\"", r.reason),
+        None => "no reason given".to_owned(),
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 1.0 } else { part as f64 / whole as f64 }
+}
+
+/// Where the chain from connection to every member's snapshot broke, from the counts: one
+/// line per break, in the chain's order (connect, join, command, leader, room, other
+/// instances, ticks, end state). Nothing when every link held.
+fn diagnose(f: &SessionSyncFigures) -> Vec<String> {
+    let mut out = Vec::new();
+    if f.connect_failures > 0 {
+        out.push(format!(
+            "{} of {} members could not connect: {}",
+            group(f.connect_failures as f64),
+            group(f.members_planned as f64),
+            top(&f.connect_errors)
+        ));
+    }
+    if f.members_refused > 0 {
+        out.push(format!(
+            "the server refused {} of {} joins: {}",
+            group(f.members_refused as f64),
+            group(f.members_connected as f64),
+            top(&f.refusals)
+        ));
+    }
+    if f.joins_unanswered > 0 {
+        out.push(format!(
+            "the server never answered {} of {} joins (no snapshot, no error)",
+            group(f.joins_unanswered as f64),
+            group(f.members_connected as f64)
+        ));
+    }
+    if f.changes_emitted < f.changes_scheduled {
+        out.push(format!(
+            "leaders emitted {} of {} scheduled changes (the connection failed under them)",
+            group(f.changes_emitted as f64),
+            group(f.changes_scheduled as f64)
+        ));
+    }
+    let mut broken_command = false;
+    for c in f.commands.iter().filter(|c| c.emitted > 0) {
+        if c.refused > 0 {
+            broken_command = true;
+            let prefix = format!("{}:", c.command);
+            let why: Vec<Reason> = f
+                .command_errors
+                .iter()
+                .filter_map(|r| {
+                    r.reason.strip_prefix(&prefix).map(|m| Reason {
+                        reason: m.to_owned(),
+                        count: r.count,
+                    })
+                })
+                .collect();
+            out.push(format!(
+                "the server refused `{}` {} of {} times: {}",
+                c.command,
+                group(c.refused as f64),
+                group(c.emitted as f64),
+                top(&why)
+            ));
+        } else if c.answered == 0 {
+            broken_command = true;
+            out.push(format!(
+                "the server never answered `{}`: no snapshot and no error reached the leader for 0 of {} emitted",
+                c.command,
+                group(c.emitted as f64)
+            ));
+        }
+    }
+    let sum = |g: fn(&CommandChain) -> u64| f.commands.iter().map(g).sum::<u64>();
+    let (emitted, leader) = (sum(|c| c.emitted), sum(|c| c.leader_seen));
+    let (same_exp, same) = (sum(|c| c.same_expected), sum(|c| c.same_seen));
+    let (cross_exp, cross) = (sum(|c| c.cross_expected), sum(|c| c.cross_seen));
+    if !broken_command && leader < emitted {
+        out.push(format!(
+            "the leaders' own snapshots showed {} of {} commanded states ({} snapshots in a state the script never produces)",
+            group(leader as f64),
+            group(emitted as f64),
+            group(f.unexpected_states as f64)
+        ));
+    }
+    if same_exp > 0 && leader > 0 && share(same, same_exp) < share(leader, emitted) {
+        out.push(if same == 0 {
+            format!(
+                "members on the leader's instance received none of {} changes the leaders' own snapshots showed: the server does not broadcast snapshots to the room",
+                group(same_exp as f64)
+            )
+        } else {
+            format!(
+                "members on the leader's instance missed {} of {} changes ({:.1}%) while the leaders saw {:.1}% of theirs",
+                group((same_exp - same) as f64),
+                group(same_exp as f64),
+                (1.0 - share(same, same_exp)) * 100.0,
+                share(leader, emitted) * 100.0
+            )
+        });
+    }
+    if cross_exp > 0 && cross == 0 && same > 0 {
+        out.push(format!(
+            "cross-instance members received 0 of {} changes that same-instance members received ({} of {}): the instances do not share rooms",
+            group(cross_exp as f64),
+            group(same as f64),
+            group(same_exp as f64)
+        ));
+    } else if cross_exp > 0 && cross < cross_exp && share(cross, cross_exp) < share(same, same_exp) {
+        out.push(format!(
+            "cross-instance members received {} of {} changes ({:.1}%) against {:.1}% on the leader's instance: the relay between instances loses changes",
+            group(cross as f64),
+            group(cross_exp as f64),
+            share(cross, cross_exp) * 100.0,
+            share(same, same_exp) * 100.0
+        ));
+    }
+    let played = f.commands.iter().any(|c| c.command == "play" && c.leader_seen > 0);
+    if played && f.ticks == 0 {
+        out.push("no scroll_tick arrived although the leaders' sessions played".to_owned());
+    }
+    if f.ticks_stalled > 0 {
+        out.push(format!(
+            "{} of {} ticks repeated the previous positionMs while playing: the server's position does not advance",
+            group(f.ticks_stalled as f64),
+            group(f.ticks as f64)
+        ));
+    }
+    if f.out_of_order_snapshots > 0 {
+        out.push(format!(
+            "{} snapshots arrived older than one already seen (by version): ordering across instances is broken",
+            group(f.out_of_order_snapshots as f64)
+        ));
+    }
+    if out.is_empty() && f.converged_members < f.members_planned {
+        out.push(format!(
+            "{} of {} members did not end in the leader's final state",
+            group((f.members_planned - f.converged_members) as f64),
+            group(f.members_planned as f64)
+        ));
+    }
+    out
+}
+
 /// "p50 … p99 … max … (n deliveries)", or "none".
 fn hist_line(h: &HistSummary) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
@@ -409,14 +639,19 @@ fn spread_line(s: &Spread) -> String {
     }
 }
 
-/// Members connected and what holding them cost the agents.
+/// Members connected, joined and refused, and what holding them cost the agents.
 fn render_members(f: &SessionSyncFigures, w: &mut dyn fmt::Write) -> fmt::Result {
     writeln!(
         w,
-        "    Members: {} of {} connected, {} failed, {} reconnects",
+        "    Members: {} of {} connected ({} failed{}), {} joined, {} refused{}, {} joins unanswered; {} reconnects",
         group(f.members_connected as f64),
         group(f.members_planned as f64),
         f.connect_failures,
+        if f.connect_failures > 0 { format!(": {}", top(&f.connect_errors)) } else { String::new() },
+        group(f.members_joined as f64),
+        group(f.members_refused as f64),
+        if f.members_refused > 0 { format!(": {}", top(&f.refusals)) } else { String::new() },
+        group(f.joins_unanswered as f64),
         f.reconnects
     )?;
     if let Some(kib) = f.agent_rss_per_member_kib {
@@ -424,6 +659,39 @@ fn render_members(f: &SessionSyncFigures, w: &mut dyn fmt::Write) -> fmt::Result
             w,
             "    Load side: up to {} members per agent, {kib:.1} KiB of agent memory per member",
             group(f.members_per_agent_max as f64)
+        )?;
+    }
+    Ok(())
+}
+
+/// Each command's chain: emitted → answered → the leader's state → the room → other instances.
+fn render_commands(f: &SessionSyncFigures, w: &mut dyn fmt::Write) -> fmt::Result {
+    if f.commands.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "    {:<12} {:>8} {:>9} {:>8} {:>11} {:>17} {:>17}",
+        "Command", "emitted", "answered", "refused", "leader saw", "same instance", "cross instance"
+    )?;
+    let of = |seen: u64, exp: u64| {
+        if exp == 0 {
+            "n/a".to_owned()
+        } else {
+            format!("{} of {}", group(seen as f64), group(exp as f64))
+        }
+    };
+    for c in &f.commands {
+        writeln!(
+            w,
+            "    {:<12} {:>8} {:>9} {:>8} {:>11} {:>17} {:>17}",
+            c.command,
+            group(c.emitted as f64),
+            group(c.answered as f64),
+            group(c.refused as f64),
+            group(c.leader_seen as f64),
+            of(c.same_seen, c.same_expected),
+            of(c.cross_seen, c.cross_expected)
         )?;
     }
     Ok(())
@@ -447,7 +715,13 @@ fn render_delivery(f: &SessionSyncFigures, w: &mut dyn fmt::Write) -> fmt::Resul
     writeln!(
         w,
         "    Propagation, cross instance: {}",
-        hist_line(&f.propagation_cross_instance_us)
+        if f.members_cross_planned > 0 {
+            hist_line(&f.propagation_cross_instance_us)
+        } else if f.instances > 1 {
+            "not exercised: no follower was placed on another instance than its leader (members per session ≤ agents)".to_owned()
+        } else {
+            "not exercised: one server instance".to_owned()
+        }
     )?;
     writeln!(w, "    Leader's own round trip:     {}", hist_line(&f.propagation_leader_us))?;
     writeln!(
@@ -481,9 +755,10 @@ fn render_ticks(f: &SessionSyncFigures, w: &mut dyn fmt::Write) -> fmt::Result {
     let ms = |us: u64| us as f64 / 1000.0;
     writeln!(
         w,
-        "    Ticks: {} received, {} missed; jitter against 100 ms p50 {:.1} ms  p99 {:.1} ms",
+        "    Ticks: {} received, {} missed, {} stalled; jitter against 100 ms p50 {:.1} ms  p99 {:.1} ms",
         group(f.ticks as f64),
         group(f.ticks_missed as f64),
+        group(f.ticks_stalled as f64),
         ms(f.tick_jitter_us.p50),
         ms(f.tick_jitter_us.p99)
     )?;
@@ -505,7 +780,7 @@ fn render_ticks(f: &SessionSyncFigures, w: &mut dyn fmt::Write) -> fmt::Result {
         w,
         "    BandSync's < 50 ms promise: {}",
         if f.beat_phase_cross_instance.segments + f.beat_phase_same_instance.segments == 0 {
-            "not measured (no ticks)".to_owned()
+            "❌ not shown: no tick received".to_owned()
         } else if worst < 50.0 {
             format!("✅ kept (p99 spread {worst:.1} ms)")
         } else {

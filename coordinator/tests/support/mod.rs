@@ -172,12 +172,22 @@ impl Drop for Servers {
 }
 
 pub async fn start_servers(redis_url: &str, n: usize) -> Servers {
+    start_servers_with(redis_url, n, |_, _| {}).await
+}
+
+/// `n` reference servers on `redis_url`, each configured by `configure(i, &mut config)`.
+pub async fn start_servers_with(
+    redis_url: &str,
+    n: usize,
+    configure: impl Fn(usize, &mut bandsync_server::ServerConfig),
+) -> Servers {
     let stop = CancellationToken::new();
     let mut urls = Vec::new();
     for i in 0..n {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         urls.push(format!("http://{}", listener.local_addr().unwrap()));
-        let cfg = bandsync_server::ServerConfig::new(format!("test-{i}"), redis_url, "bandsync-test-server");
+        let mut cfg = bandsync_server::ServerConfig::new(format!("test-{i}"), redis_url, "bandsync-test-server");
+        configure(i, &mut cfg);
         tokio::spawn(bandsync_server::serve(cfg, listener, stop.clone()));
     }
     // Ready when each answers a TCP connection (the health loop finds Redis within 250 ms).

@@ -27,6 +27,8 @@ pub enum StepError {
     Refused(#[from] crate::allow::AllowError),
     #[error("step `{0}` needs BandSync servers and the target has none")]
     NoServers(&'static str),
+    #[error("the target's dialect: {0}")]
+    Dialect(String),
     #[error("aborted before it started")]
     AbortedBeforeStart,
     #[error("timed out after {0} ms; load stopped and keys deleted")]
@@ -118,6 +120,11 @@ async fn execute(
     let spec = StepSpec::try_from(spec).map_err(|e| StepError::Spec(e.to_string()))?;
     let shard = rs.shard.unwrap_or(pb::Shard { index: 0, count: 1 });
     let target = rs.target.clone().unwrap_or_default();
+    let dialect = if target.dialect.is_empty() {
+        bandsync_common::dialect::Dialect::default()
+    } else {
+        serde_json::from_str(&target.dialect).map_err(|e| StepError::Dialect(e.to_string()))?
+    };
 
     // Start at the coordinator's instant, converted to this agent's clock.
     let wait_ns = clock.to_agent(rs.coord_start_unix_ns) - now_unix_ns();
@@ -141,6 +148,7 @@ async fn execute(
         redis_url: target.redis_url,
         coord_start_ns: rs.coord_start_unix_ns,
         servers: target.servers,
+        dialect,
         key_base: format!("{}:{}:agent{agent_index}:", target.key_prefix, target.run_id),
         run_base: format!("{}:{}:", target.key_prefix, target.run_id),
         clock,

@@ -5,6 +5,7 @@
 //!   module each, owning its parameters, metric names, figures, criteria and text section;
 //! - [`plan`]: the plan file, parsed into raw types then validated into the checked [`plan::Plan`];
 //! - [`metrics`]: HDR histograms, counters and gauges in a [`metrics::MetricSet`] that merges exactly;
+//! - [`dialect`]: what the Socket.IO workloads may rely on from the servers (protocol dialects);
 //! - [`clock`]: NTP-style clock-offset estimation with its error bound;
 //! - [`datagen`]: the document's `TestDataGenerator`;
 //! - [`report`]: the report model, computed from merged metrics, and its text, JUnit and HTML
@@ -16,6 +17,7 @@
 pub mod cli;
 pub mod clock;
 pub mod datagen;
+pub mod dialect;
 pub mod files;
 pub mod fmt;
 pub mod metrics;

@@ -54,6 +54,16 @@ pub trait Workload: Sized + Clone + fmt::Debug + PartialEq + Serialize + Deseria
     fn hooks(&self) -> Hooks {
         Hooks::default()
     }
+    /// Whether the servers' dialect supports what this step needs; the reason (naming the
+    /// missing capability) when not: the step is then refused before loading.
+    fn requires(&self, _dialect: &crate::dialect::Dialect) -> Result<(), String> {
+        Ok(())
+    }
+    /// The dialect this step found the servers to speak (the conformance probe), from its merged
+    /// metrics; later Socket.IO steps then rely on it.
+    fn concluded(&self, _m: &MetricSet) -> Option<crate::dialect::Dialect> {
+        None
+    }
 
     fn figures(&self, m: &MetricSet, cx: &FigureCx<'_>) -> Self::Figures;
 

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bandsync_common::clock::{self, ClockEstimate, ClockSample, now_unix_ns};
+use bandsync_common::dialect::Dialect;
 use bandsync_common::metrics::MetricSet;
 use bandsync_common::plan::{AgentLoss, Plan, Step};
 use bandsync_common::report::{AgentRow, AgentStepFigures, StepRecord, TimelineBuilder};
@@ -66,6 +67,9 @@ pub struct Controller<'a> {
     progress: Box<dyn ProgressSink>,
     /// The testbed's redis-server, for restart faults.
     pub redis_control: Option<crate::fault::RedisControl>,
+    /// What the Socket.IO steps rely on: the plan's protocol (or, with "detect", what the last
+    /// conformance probe concluded), with the plan's overrides on top.
+    pub dialect: Dialect,
 }
 
 impl<'a> Controller<'a> {
@@ -86,6 +90,7 @@ impl<'a> Controller<'a> {
             started: Instant::now(),
             progress: ProgressMode::Log.sink(),
             redis_control: None,
+            dialect: Dialect::of(plan.target.protocol.unwrap_or_default()).with(&plan.target.dialect),
         }
     }
 
@@ -274,6 +279,36 @@ impl<'a> Controller<'a> {
 
     /// Runs one step on every live agent and returns what it recorded.
     pub async fn run_step(&mut self, step_index: u32, step: &Step) -> StepRecord {
+        if step.spec.uses_servers()
+            && let Err(why) = step.spec.requires(&self.dialect)
+        {
+            warn!(step = %step.name, "refused before loading: {why}");
+            let mut record = StepRecord::new(step, now_unix_ns());
+            record.dialect = Some(self.dialect.clone());
+            record
+                .failures
+                .push(("coordinator".to_owned(), format!("refused before loading: {why}")));
+            self.incomplete
+                .get_or_insert_with(|| format!("step `{}` refused before loading: {why}", step.name));
+            return record;
+        }
+        let mut record = self.run_step_on_agents(step_index, step).await;
+        if step.spec.uses_servers() {
+            record.dialect = Some(self.dialect.clone());
+        }
+        if let Some(found) = step.spec.concluded(&record.merged) {
+            self.dialect = match self.plan.target.protocol {
+                // The plan named the dialect: it stands (the probe's table shows any difference).
+                Some(p) => Dialect::of(p),
+                None => found,
+            }
+            .with(&self.plan.target.dialect);
+            info!(dialect = %self.dialect.describe(), "dialect for the following steps");
+        }
+        record
+    }
+
+    async fn run_step_on_agents(&mut self, step_index: u32, step: &Step) -> StepRecord {
         // A single-agent step runs on the first live agent while the others wait.
         let take = if step.spec.single_agent() { 1 } else { usize::MAX };
         let participants: Vec<u32> = self.alive().map(|a| a.row.index).take(take).collect();
@@ -414,6 +449,7 @@ impl<'a> Controller<'a> {
             key_prefix: self.plan.target.key_prefix.clone(),
             run_id: self.run_id.clone(),
             servers: self.plan.target.servers.clone(),
+            dialect: serde_json::to_string(&self.dialect).expect("dialect serializes"),
         };
         let count = participants.len() as u32;
         let mut pending = BTreeSet::new();

@@ -60,6 +60,7 @@ impl load_test_server::LoadTest for FakeCoordinator {
                 key_prefix: "bandsync-test".into(),
                 run_id: "orphan".into(),
                 servers: Vec::new(),
+                dialect: String::new(),
             }),
             timeout_ms: 600_000,
         };

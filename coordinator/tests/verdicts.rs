@@ -219,3 +219,74 @@ async fn a_server_that_dies_during_the_step_is_exit_3_server_unreachable() {
         "{text}"
     );
 }
+
+fn legacy_plan(sessions: u64, members: u32) -> plan::Plan {
+    let text = format!(
+        "[target]\nprotocol = \"bandsync-legacy\"\n[run]\nstep_timeout = \"1m\"\nprobe = false\n[[steps]]\nname = \"sync\"\nkind = \"session_sync\"\nsessions = {sessions}\nmembers = {members}\nchanges = 8\ninterval = \"250ms\"\nramp_up = \"800ms\"\nsettle = \"800ms\"\n"
+    );
+    plan::parse(&text, "p.toml", "p").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_legacy_dialect_on_one_instance_converges_with_the_first_joiner_as_leader() {
+    let redis = RedisServer::start().await.unwrap();
+    let servers = start_servers_with(&redis.url(), 1, |_, c| c.dialect = bandsync_server::Dialect::Legacy).await;
+    let mut plan = legacy_plan(2, 4);
+    plan.target.servers = servers.urls.clone();
+    let report = run(&plan, 2, "leg").await;
+    assert_eq!(report.status, RunStatus::Complete, "{report:#?}");
+    let s = sync_figures(&report);
+    assert_eq!((s.members_connected, s.members_joined), (8, 8), "{s:#?}");
+    assert_eq!(s.convergence_rate, 1.0, "{s:#?}\n{:#?}", report.recommendations);
+    assert_eq!(
+        s.snapshots_without_server_timestamp, s.snapshots,
+        "legacy snapshots carry no timestamp"
+    );
+    assert_eq!(criterion(&report, "sync_convergence").status, CriterionStatus::Pass);
+    let dialect = report.steps[0].dialect.as_deref().unwrap();
+    assert!(
+        dialect.starts_with("bandsync-legacy:") && dialect.contains("leader by first joiner"),
+        "{dialect}"
+    );
+    let text = render_text(&report);
+    assert!(text.contains("Servers' dialect: bandsync-legacy"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_legacy_instances_fail_convergence_with_the_cross_instance_diagnosis() {
+    let redis = RedisServer::start().await.unwrap();
+    let servers = start_servers_with(&redis.url(), 2, |_, c| c.dialect = bandsync_server::Dialect::Legacy).await;
+    let mut plan = legacy_plan(2, 4);
+    plan.target.servers = servers.urls.clone();
+    let report = run(&plan, 2, "leg2").await;
+    let s = sync_figures(&report);
+    assert!(s.members_cross_planned > 0, "{s:#?}");
+    assert_eq!(criterion(&report, "sync_convergence").status, CriterionStatus::Fail);
+    assert!(
+        report
+            .recommendations
+            .iter()
+            .any(|r| r.contains("the instances do not share rooms")),
+        "{:#?}",
+        report.recommendations
+    );
+    assert_eq!(report.exit_code(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_band_larger_than_the_dialects_cap_is_refused_before_loading() {
+    let mut plan = legacy_plan(1, 10);
+    let redis = RedisServer::start().await.unwrap();
+    let servers = start_servers_with(&redis.url(), 1, |_, c| c.dialect = bandsync_server::Dialect::Legacy).await;
+    plan.target.servers = servers.urls.clone();
+    let report = run(&plan, 1, "cap10").await;
+    assert_eq!(report.exit_code(), 3);
+    let failure = &report.steps[0].failures[0].message;
+    assert!(
+        failure.starts_with(
+            "refused before loading: the servers take at most 8 members per session (dialect bandsync-legacy)"
+        ),
+        "{failure}"
+    );
+    assert!(report.steps[0].agents_sent.is_empty());
+}

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod handlers;
+pub mod legacy;
 mod recovery;
 pub mod session;
 pub mod store;
@@ -72,6 +73,17 @@ pub struct ServerConfig {
     /// older BandSync servers do with commands they do not handle: lets a load tester's
     /// diagnosis be checked against a server that ignores, say, `seek`.
     pub ignore_events: Vec<String>,
+    /// Which BandSync dialect this instance speaks.
+    pub dialect: Dialect,
+}
+
+/// The protocol this server speaks: the current one (BANDSYNC_PROTOCOL.md), or an emulation of
+/// BandSync's older public server (see [`legacy`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dialect {
+    #[default]
+    Bandsync,
+    Legacy,
 }
 
 impl ServerConfig {
@@ -84,6 +96,7 @@ impl ServerConfig {
             max_sessions_per_connection: 16,
             max_payload: 16 * 1024,
             ignore_events: Vec::new(),
+            dialect: Dialect::Bandsync,
         }
     }
 }
@@ -197,6 +210,9 @@ struct App {
 /// Serves BandSync on `listener` until `shutdown` is cancelled; then every connected member
 /// leaves its sessions (stored and announced) before the connections close.
 pub async fn serve(cfg: ServerConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
+    if cfg.dialect == Dialect::Legacy {
+        return legacy::serve(cfg, listener, shutdown).await;
+    }
     let store = Store::new(&cfg.redis_url, &cfg.redis_prefix).map_err(|source| ServerError::RedisUrl {
         url: cfg.redis_url.clone(),
         source,

@@ -39,8 +39,20 @@ struct Cli {
     /// not handle: for checking a load tester's diagnosis. Only BandSync's command events.
     #[arg(long = "ignore-event", value_parser = ["join_session", "set_role", "set_tempo", "play", "pause", "seek", "leave_session"])]
     ignore_events: Vec<String>,
+    /// The protocol to speak: `bandsync` (BANDSYNC_PROTOCOL.md), or `legacy`, an emulation of
+    /// BandSync's older public server (no acks, first joiner leads, 8 members, no
+    /// serverTimestamp in snapshots, counter tick positions, no cross-instance rooms; state in
+    /// memory only).
+    #[arg(long, env = "DIALECT", value_enum, default_value_t = DialectArg::Bandsync)]
+    dialect: DialectArg,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DialectArg {
+    Bandsync,
+    Legacy,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -71,6 +83,10 @@ fn main() -> ExitCode {
     cfg.max_members = cli.max_members as usize;
     cfg.max_sessions_per_connection = cli.max_sessions_per_connection as usize;
     cfg.ignore_events = cli.ignore_events.clone();
+    cfg.dialect = match cli.dialect {
+        DialectArg::Bandsync => bandsync_server::Dialect::Bandsync,
+        DialectArg::Legacy => bandsync_server::Dialect::Legacy,
+    };
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bandsync_common::clock::{ClockEstimate, now_unix_ns};
+use bandsync_common::dialect::LeaderClaim;
 use bandsync_common::metrics::{GaugeMerge, MetricSet};
 use bandsync_common::workloads::band::{self as n, Band};
 use serde_json::{Value, json};
@@ -190,6 +191,10 @@ pub struct Member {
     /// Ticks repeating the previous positionMs while playing; ticks before the fault's window.
     pub ticks_stalled: u64,
     pub ticks_before_window: u64,
+    /// The dialect's timestamp field in snapshots (None: the servers send none) and a new
+    /// session's tempo (0: the protocol's 100).
+    pub ts_field: Option<String>,
+    pub initial_tempo: i64,
 }
 
 /// Index in [`n::COMMANDS`] of a command's event name.
@@ -211,7 +216,7 @@ impl Member {
         if let Some(k) = self.pending.take() {
             self.answered[k] += 1;
         }
-        if sio::server_ts(v).is_none() {
+        if sio::server_ts(v, self.ts_field.as_deref()).is_none() {
             self.without_server_ts += 1;
         }
         let state = observed(v);
@@ -237,14 +242,15 @@ impl Member {
         };
         self.last_state = Some(state);
         let script = self.script;
-        if let Some(c) = (self.next_c..self.changes).find(|c| script.expected(*c) == state) {
+        let found = (self.next_c..self.changes).find(|c| self.expect(*c) == state);
+        if let Some(c) = found {
             self.missed += (c - self.next_c) as u64;
             self.delivered += 1;
             self.seen[command_index(script.command(c, "").0)] += 1;
             self.propagation_us
                 .push(((at_ns - self.scheduled_ns(c)).max(0) / 1000) as u64);
             self.next_c = c + 1;
-        } else if state != script.expected(self.next_c - 1) {
+        } else if state != self.expect(self.next_c - 1) {
             self.unexpected += 1;
         }
     }
@@ -329,7 +335,18 @@ impl Member {
     pub fn finish(&mut self) -> bool {
         self.missed += (self.changes - self.next_c).max(0) as u64;
         self.next_c = self.changes;
-        self.last_state == Some(self.script.expected(self.changes - 1))
+        self.last_state == Some(self.expect(self.changes - 1))
+    }
+
+    /// The state after change `c` of this member's script, in its servers' dialect (a new
+    /// session's tempo differs between dialects).
+    fn expect(&self, c: i64) -> State {
+        let mut e = self.script.expected(c);
+        let initial = c < 0 || (self.script == Script::Playing && c == 0);
+        if initial && self.initial_tempo > 0 {
+            e.tempo = self.initial_tempo;
+        }
+        e
     }
 }
 
@@ -524,11 +541,12 @@ fn placement(p: &Params, ctx: &StepContext) -> Vec<Job> {
     let stagger = |s: u64| (interval_ns as i128 * i128::from(s) / i128::from(sessions.max(1))) as i64;
     let end_ns = t0_ns + i64::from(changes.max(1)) * interval_ns + settle.as_nanos() as i64;
     let start_agent = now_unix_ns();
-    let count = mine.len().max(1) as u64;
+    let first_joiner = ctx.dialect.leader_claim == LeaderClaim::FirstJoiner;
+    let slot = slots(&mine, ramp_up, first_joiner);
     mine.iter()
         .copied()
-        .enumerate()
-        .map(|(k, (s, m))| {
+        .zip(slot)
+        .map(|((s, m), offset)| {
             let g = s * u64::from(members) + m;
             let instance = ((s + m / agents) % instances) as usize;
             let leader_instance = (s % instances) as usize;
@@ -540,17 +558,46 @@ fn placement(p: &Params, ctx: &StepContext) -> Vec<Job> {
                 same_instance: instance == leader_instance,
                 script: p.script,
                 window: p.window,
+                ts_field: ctx.dialect.timestamp_field.clone(),
+                initial_tempo: ctx.dialect.default_tempo.round() as i64,
                 ..Member::default()
             };
             Job {
                 url: sio::base_url(&ctx.servers[instance]),
                 session: format!("{}sync-{s}", ctx.run_base),
                 name: format!("member-{g}"),
-                slot_agent_ns: start_agent + (ramp_up.as_nanos() as u64 * k as u64 / count) as i64,
+                slot_agent_ns: start_agent + offset,
+                claim_with_set_role: !first_joiner,
                 end_coord_ns: end_ns,
                 state: Arc::new(Mutex::new(state)),
                 session_index: s,
                 instance,
+            }
+        })
+        .collect()
+}
+
+/// Each member's connect instant, ns after the step's start: spread evenly over `ramp_up`; where
+/// the first joiner leads, leaders first (the first quarter of the ramp) and followers after
+/// (from ≥ 300 ms), so every session's leader is its first joiner on every agent.
+fn slots(mine: &[(u64, u64)], ramp_up: Duration, first_joiner: bool) -> Vec<i64> {
+    let ramp = ramp_up.as_nanos() as i64;
+    if !first_joiner {
+        let count = mine.len().max(1) as i64;
+        return (0..mine.len() as i64).map(|k| ramp * k / count).collect();
+    }
+    let leaders = mine.iter().filter(|(_, m)| *m == 0).count().max(1) as i64;
+    let followers = mine.iter().filter(|(_, m)| *m != 0).count().max(1) as i64;
+    let (lead_span, follow_from) = (ramp / 4, (ramp / 4).max(300_000_000));
+    let (mut l, mut f) = (0i64, 0i64);
+    mine.iter()
+        .map(|(_, m)| {
+            if *m == 0 {
+                l += 1;
+                lead_span * (l - 1) / leaders
+            } else {
+                f += 1;
+                follow_from + (ramp - ramp / 4) * (f - 1) / followers
             }
         })
         .collect()
@@ -698,6 +745,8 @@ struct Job {
     session: String,
     name: String,
     slot_agent_ns: i64,
+    /// The leader claims its seat with `set_role` (else it leads as the first joiner).
+    claim_with_set_role: bool,
     end_coord_ns: i64,
     state: Arc<Mutex<Member>>,
     session_index: u64,
@@ -739,6 +788,7 @@ impl Job {
             return Outcome::Cancelled;
         }
         let leader = self.state.lock().unwrap().leader;
+        let claim = leader && self.claim_with_set_role;
         let st = self.state.clone();
         let handler: sio::Handler = Arc::new(move |event: &str, payload: &Value, at: i64| {
             let at = clock.to_coordinator(at);
@@ -758,7 +808,7 @@ impl Job {
                 let (join, session) = (join.clone(), session.clone());
                 tokio::spawn(async move {
                     let _ = client.emit("join_session", join).await;
-                    if leader {
+                    if claim {
                         let _ = client
                             .emit("set_role", json!({"sessionId": session, "role": "leader"}))
                             .await;
@@ -785,9 +835,11 @@ impl Job {
                 live.add_error();
             }
             if leader {
-                let _ = client
-                    .emit("set_role", json!({"sessionId": self.session, "role": "leader"}))
-                    .await;
+                if claim {
+                    let _ = client
+                        .emit("set_role", json!({"sessionId": self.session, "role": "leader"}))
+                        .await;
+                }
                 let (changes, t0, step) = {
                     let s = self.state.lock().unwrap();
                     (s.changes, s.t0_ns, s.interval_ns)

@@ -110,7 +110,11 @@ pub async fn run(
         let url = sio::base_url(&ctx.servers[(global % ctx.servers.len() as u64) as usize]);
         let session = format!("{}ec-{global}", ctx.run_base);
         let (cancel, live) = (ctx.cancel.clone(), ctx.live.clone());
-        tasks.spawn(async move { one_client(&url, &session, interval, settle, &cancel, &live).await });
+        let fields = (
+            ctx.dialect.timestamp_field.clone(),
+            ctx.dialect.sync_timestamp_field.clone(),
+        );
+        tasks.spawn(async move { one_client(&url, &session, (interval, settle), fields, &cancel, &live).await });
     }
     let mut m = MetricSet::new();
     for name in [n::CLIENTS, n::CLIENTS_FAILED, n::OFFSET_CLIENTS] {
@@ -174,8 +178,8 @@ enum ClientError {
 async fn one_client(
     url: &str,
     session: &str,
-    interval: Duration,
-    settle: Duration,
+    (interval, settle): (Duration, Duration),
+    (ts_field, sync_field): (Option<String>, Option<String>),
     cancel: &tokio_util::sync::CancellationToken,
     live: &super::Live,
 ) -> Result<(ClientFigures, u64), ClientError> {
@@ -184,13 +188,14 @@ async fn one_client(
     let (sync_tx, mut sync_rx) = tokio::sync::mpsc::unbounded_channel::<(Option<i64>, i64)>();
     let cap = capture.clone();
     let handler: sio::Handler = Arc::new(move |event: &str, payload: &Value, at: i64| match event {
-        "snapshot" | "scroll_tick" => cap
-            .lock()
-            .unwrap()
-            .events
-            .push((event.to_owned(), sio::server_ts(payload), at)),
+        "snapshot" | "scroll_tick" => {
+            cap.lock()
+                .unwrap()
+                .events
+                .push((event.to_owned(), sio::server_ts(payload, ts_field.as_deref()), at))
+        }
         "sync_response" => {
-            let _ = sync_tx.send((sio::server_ts(payload), at));
+            let _ = sync_tx.send((sio::server_ts(payload, sync_field.as_deref()), at));
         }
         _ => {}
     });

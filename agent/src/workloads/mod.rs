@@ -63,6 +63,8 @@ pub struct StepContext {
     pub coord_start_ns: i64,
     /// BandSync servers (Socket.IO base URLs) of the target.
     pub servers: Vec<String>,
+    /// What the workloads may rely on from those servers.
+    pub dialect: bandsync_common::dialect::Dialect,
     pub cancel: CancellationToken,
     pub live: Arc<Live>,
 }

@@ -116,9 +116,10 @@ pub fn refusal_reason(v: &Value) -> String {
     text
 }
 
-/// `serverTimestamp` of a payload, if the server sent one (older servers do not: then absent,
-/// never replaced by a client clock).
-pub fn server_ts(v: &Value) -> Option<i64> {
-    v.get("serverTimestamp")
+/// The server's clock (Unix ms) in a payload, under the dialect's `field` (`serverTimestamp`
+/// in the protocol; `None` when the dialect has none), if the server sent it: otherwise absent,
+/// never replaced by a client clock.
+pub fn server_ts(v: &Value, field: Option<&str>) -> Option<i64> {
+    v.get(field?)
         .and_then(|t| t.as_i64().or_else(|| t.as_f64().map(|f| f as i64)))
 }

@@ -59,6 +59,11 @@ pub struct Target {
     /// BandSync servers (Socket.IO, `http://host:port`) the Socket.IO steps load; filled in by the
     /// testbed when it starts them.
     pub servers: Vec<String>,
+    /// `[target] protocol`: the servers' dialect, or `None` to take what the conformance probe
+    /// concludes (the default, "detect").
+    pub protocol: Option<crate::dialect::Protocol>,
+    /// `[target.dialect]`: per-field overrides on top of the dialect.
+    pub dialect: crate::dialect::Overrides,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -71,6 +76,9 @@ pub struct RunOptions {
     pub step_timeout: Duration,
     /// What a lost agent does to the run.
     pub on_agent_loss: AgentLoss,
+    /// `[run] probe`: run the conformance probe briefly before the first Socket.IO step when the
+    /// plan has no `protocol_conformance` step of its own (default true).
+    pub probe: bool,
 }
 
 /// What the run does when an agent is lost mid-run.
@@ -240,6 +248,8 @@ struct RawTarget {
     redis_url: Option<Spanned<String>>,
     key_prefix: Option<Spanned<String>>,
     servers: Option<Spanned<Vec<Spanned<String>>>>,
+    protocol: Option<Spanned<String>>,
+    dialect: Option<Spanned<crate::dialect::Overrides>>,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +259,7 @@ struct RawRun {
     agent_wait: Option<Spanned<String>>,
     step_timeout: Option<Spanned<String>>,
     on_agent_loss: Option<Spanned<String>>,
+    probe: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -427,6 +438,7 @@ impl Loc<'_> {
                 agent_wait: Duration::from_secs(60),
                 step_timeout: Duration::from_secs(300),
                 on_agent_loss: AgentLoss::Continue,
+                probe: true,
             });
         };
         Ok(RunOptions {
@@ -450,6 +462,7 @@ impl Loc<'_> {
                     }
                 },
             },
+            probe: r.probe.unwrap_or(true),
         })
     }
 
@@ -559,11 +572,59 @@ impl Loc<'_> {
                 servers.push(u.get_ref().trim_end_matches('/').to_owned());
             }
         }
+        let protocol = match raw.as_ref().and_then(|t| t.protocol.as_ref()) {
+            None => None,
+            Some(p) => match p.get_ref().as_str() {
+                "detect" => None,
+                "bandsync" => Some(crate::dialect::Protocol::Bandsync),
+                "bandsync-legacy" => Some(crate::dialect::Protocol::BandsyncLegacy),
+                other => {
+                    return Err(self.err(
+                        p.span(),
+                        "target.protocol",
+                        format!("`{other}` is not one of detect, bandsync, bandsync-legacy"),
+                    ));
+                }
+            },
+        };
+        let dialect = match raw.and_then(|t| t.dialect) {
+            None => crate::dialect::Overrides::default(),
+            Some(d) => {
+                let span = d.span();
+                let d = d.into_inner();
+                if let Some(t) = d.default_tempo
+                    && !(t > 0.0 && t <= 1_000.0)
+                {
+                    return Err(self.err(
+                        span,
+                        "target.dialect.default_tempo",
+                        format!("must be in (0, 1000], got {t}"),
+                    ));
+                }
+                if let Some(cmds) = &d.commands
+                    && let Some(bad) = cmds
+                        .iter()
+                        .find(|c| !crate::dialect::SCRIPT_COMMANDS.contains(&c.as_str()))
+                {
+                    return Err(self.err(
+                        span,
+                        "target.dialect.commands",
+                        format!(
+                            "`{bad}` is not a script command: use some of {}",
+                            crate::dialect::SCRIPT_COMMANDS.join(", ")
+                        ),
+                    ));
+                }
+                d
+            }
+        };
         Ok((
             Target {
                 redis_url,
                 key_prefix,
                 servers,
+                protocol,
+                dialect,
             },
             span,
         ))

@@ -310,6 +310,7 @@ mod tests {
             timeline: Vec::new(),
             per_agent: Vec::new(),
             start_delay_ms: Vec::new(),
+            dialect: None,
             figures,
         }
     }

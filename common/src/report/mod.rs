@@ -74,6 +74,8 @@ pub struct StepReport {
     pub per_agent: Vec<AgentStepFigures>,
     /// Each agent's actual start minus the scheduled instant, ms, in the order they reported.
     pub start_delay_ms: Vec<f64>,
+    /// The servers' dialect the step relied on (Socket.IO steps), described.
+    pub dialect: Option<String>,
     /// `None` when no agent returned a result.
     pub figures: Option<Figures>,
 }
@@ -220,6 +222,7 @@ fn step_report(s: &StepRecord, criteria: &crate::plan::Criteria) -> StepReport {
             .iter()
             .map(|(_, t)| (t - s.scheduled_start_unix_ns) as f64 / 1e6)
             .collect(),
+        dialect: s.dialect.as_ref().map(crate::dialect::Dialect::describe),
         figures: (!s.agents_reported.is_empty()).then(|| {
             let cx = FigureCx {
                 criteria,

@@ -73,6 +73,8 @@ pub struct StepRecord {
     pub timeline: Vec<TimelinePoint>,
     /// Each reporting agent's final operation and error counts.
     pub per_agent: Vec<AgentStepFigures>,
+    /// The servers' dialect the step relied on (Socket.IO steps).
+    pub dialect: Option<crate::dialect::Dialect>,
 }
 
 impl StepRecord {
@@ -89,6 +91,7 @@ impl StepRecord {
             agent_starts_unix_ns: Vec::new(),
             timeline: Vec::new(),
             per_agent: Vec::new(),
+            dialect: None,
         }
     }
 }

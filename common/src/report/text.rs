@@ -61,6 +61,9 @@ fn sections(r: &Report, w: &mut dyn Write) -> fmt::Result {
                 Some(f) => f.render_text(&s.name, w)?,
                 None => no_result(w, s)?,
             }
+            if let Some(d) = &s.dialect {
+                writeln!(w, "    Servers' dialect: {d}")?;
+            }
         }
     }
     Ok(())

@@ -17,6 +17,26 @@ pub struct Band {
     pub settle: Duration,
 }
 
+/// Whether servers of dialect `d` can hold this band and run a script of `commands`.
+pub fn requires(b: &Band, d: &crate::dialect::Dialect, commands: &[&str]) -> Result<(), String> {
+    if let Some(cap) = d.member_cap
+        && b.members > cap
+    {
+        return Err(format!(
+            "the servers take at most {cap} members per session (dialect {}); this step puts {} in each: lower `members` to {cap} or less",
+            d.protocol.as_str(),
+            b.members
+        ));
+    }
+    if let Some(c) = commands.iter().find(|c| !d.commands.iter().any(|k| k == *c)) {
+        return Err(format!(
+            "the servers do not support `{c}` (dialect {}), which this step's script uses",
+            d.protocol.as_str()
+        ));
+    }
+    Ok(())
+}
+
 /// Counters: members this run placed, connected, could not connect, reconnections.
 pub const MEMBERS_PLANNED: &str = "members_planned";
 pub const MEMBERS_CONNECTED: &str = "members_connected";

@@ -99,6 +99,12 @@ macro_rules! registry {
             pub fn hooks(&self) -> Hooks {
                 match self { $(StepSpec::$variant(p) => p.hooks(),)* }
             }
+            pub fn requires(&self, d: &crate::dialect::Dialect) -> Result<(), String> {
+                match self { $(StepSpec::$variant(p) => p.requires(d),)* }
+            }
+            pub fn concluded(&self, m: &MetricSet) -> Option<crate::dialect::Dialect> {
+                match self { $(StepSpec::$variant(p) => p.concluded(m),)* }
+            }
             pub fn figures(&self, m: &MetricSet, cx: &FigureCx<'_>) -> Figures {
                 match self { $(StepSpec::$variant(p) => Figures::$variant(Box::new(p.figures(m, cx))),)* }
             }

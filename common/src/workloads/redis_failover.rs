@@ -252,6 +252,26 @@ impl Workload for RedisFailover {
         self.sessions > 0
     }
 
+    fn requires(&self, d: &crate::dialect::Dialect) -> Result<(), String> {
+        if let Some(cap) = d.member_cap
+            && self.sessions > 0
+            && self.members > cap
+        {
+            return Err(format!(
+                "the servers take at most {cap} members per session (dialect {}); this step puts {} in each: lower `members`",
+                d.protocol.as_str(),
+                self.members
+            ));
+        }
+        match ["play", "set_tempo"].iter().find(|c| !d.commands.iter().any(|k| k == *c)) {
+            Some(c) if self.sessions > 0 => Err(format!(
+                "the servers do not support `{c}` (dialect {}), which this step's playing members use",
+                d.protocol.as_str()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn hooks(&self) -> Hooks {
         Hooks {
             fault: Some(FaultPlan {

@@ -268,6 +268,10 @@ impl Workload for SessionSync {
         true
     }
 
+    fn requires(&self, d: &crate::dialect::Dialect) -> Result<(), String> {
+        band::requires(&self.0, d, &crate::dialect::SCRIPT_COMMANDS)
+    }
+
     fn figures(&self, m: &MetricSet, cx: &FigureCx<'_>) -> SessionSyncFigures {
         sync_figures(m, self.sessions, self.members, cx.agents as u64)
     }

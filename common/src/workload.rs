@@ -65,6 +65,12 @@ pub trait Workload: Sized + Clone + fmt::Debug + PartialEq + Serialize + Deseria
         None
     }
 
+    /// Parameters with which the plan runs this kind on its own, before its first Socket.IO
+    /// step, when the plan has no step of this kind and `[run] probe` is on (the probe).
+    fn auto() -> Option<Self> {
+        None
+    }
+
     fn figures(&self, m: &MetricSet, cx: &FigureCx<'_>) -> Self::Figures;
 
     /// The success criteria this kind measures.
@@ -96,6 +102,8 @@ pub trait Workload: Sized + Clone + fmt::Debug + PartialEq + Serialize + Deseria
 /// The text report's sections, in the order it prints them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Section {
+    /// What the servers under test do (the conformance probe): first, as the rest relies on it.
+    Protocol,
     Timestamps,
     Redis,
     Persistence,
@@ -104,7 +112,8 @@ pub enum Section {
 }
 
 impl Section {
-    pub const ALL: [Section; 5] = [
+    pub const ALL: [Section; 6] = [
+        Section::Protocol,
         Section::Timestamps,
         Section::Redis,
         Section::Persistence,
@@ -114,6 +123,7 @@ impl Section {
 
     pub fn heading(self) -> &'static str {
         match self {
+            Section::Protocol => "🔌 PROTOCOL CONFORMANCE:",
             Section::Timestamps => "⏱️ TIMESTAMP PERFORMANCE SUMMARY:",
             Section::Redis => "💾 REDIS PERFORMANCE SUMMARY:",
             Section::Persistence => "🔐 PERSISTENCE SUMMARY:",

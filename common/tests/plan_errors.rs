@@ -54,11 +54,11 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_fancy\"\n"),
-            "plan.toml:4:8: steps[0].kind: unknown step kind `redis_fancy`: expected one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync, redis_failover",
+            "plan.toml:4:8: steps[0].kind: unknown step kind `redis_fancy`: expected one of protocol_conformance, timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync, redis_failover",
         ),
         (
             format!("{t}[[steps]]\n"),
-            "plan.toml:3:1: steps[0].kind: missing: one of timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync, redis_failover",
+            "plan.toml:3:1: steps[0].kind: missing: one of protocol_conformance, timestamp_generation, timestamp_precision, redis_basic_ops, redis_concurrent, redis_memory, session_integrity, session_concurrent_updates, redis_pool, event_consistency, session_sync, redis_failover",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nduration = \"5s\"\n"),

@@ -293,10 +293,8 @@ impl<'a> Controller<'a> {
             return record;
         }
         let mut record = self.run_step_on_agents(step_index, step).await;
-        if step.spec.uses_servers() {
-            record.dialect = Some(self.dialect.clone());
-        }
-        if let Some(found) = step.spec.concluded(&record.merged) {
+        let concluded = record.failures.is_empty().then(|| step.spec.concluded(&record.merged));
+        if let Some(found) = concluded.flatten() {
             self.dialect = match self.plan.target.protocol {
                 // The plan named the dialect: it stands (the probe's table shows any difference).
                 Some(p) => Dialect::of(p),
@@ -304,6 +302,10 @@ impl<'a> Controller<'a> {
             }
             .with(&self.plan.target.dialect);
             info!(dialect = %self.dialect.describe(), "dialect for the following steps");
+        }
+        if step.spec.uses_servers() {
+            // The probe's record names the dialect it leaves for the following steps.
+            record.dialect = Some(self.dialect.clone());
         }
         record
     }

@@ -255,7 +255,17 @@ async fn preflight(
     } else {
         None
     };
-    if let Some(step) = plan.steps.iter().find(|s| s.spec.uses_servers()) {
+    // Named in the error: the plan's own step rather than the probe inserted before it.
+    let auto: Vec<&str> = bandsync_common::workloads::auto_steps()
+        .iter()
+        .map(|s| s.kind())
+        .collect();
+    let loading: Vec<_> = plan.steps.iter().filter(|s| s.spec.uses_servers()).collect();
+    if let Some(step) = loading
+        .iter()
+        .find(|s| !auto.contains(&s.spec.kind()))
+        .or(loading.first())
+    {
         if plan.target.servers.is_empty() {
             return Err(CoordinatorError::Usage(format!(
                 "step `{}` loads BandSync servers and there are none: set [target] servers, pass --server URL, or let the testbed start them ([testbed] servers = 2)",

@@ -57,8 +57,12 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
         .unwrap();
 
     assert_eq!(report.status, RunStatus::Complete, "{report:#?}");
-    assert_eq!(report.steps.len(), 5);
-    for s in &report.steps {
+    // The plan's 5 steps and the conformance probe before its first Socket.IO step (one agent).
+    assert_eq!(report.steps.len(), 6);
+    assert_eq!(report.steps[3].kind, "protocol_conformance");
+    assert_eq!(report.steps[3].agents_reported.len(), 1);
+    assert!(report.steps[3].failures.is_empty(), "{:?}", report.steps[3].failures);
+    for s in report.steps.iter().filter(|s| s.kind != "protocol_conformance") {
         assert_eq!(
             s.agents_reported.len(),
             2,
@@ -126,9 +130,12 @@ async fn quickstart_plan_runs_end_to_end_on_two_agents() {
             c.uncertainty_ns
         );
         assert_eq!(c.samples as usize, bandsync_coordinator::controller::CLOCK_PROBES);
-        assert_eq!(a.steps_completed, 5);
         assert!(a.lost.is_none());
     }
+    // Every agent ran the plan's 5 steps; one of them the probe as well.
+    let completed: Vec<u32> = report.agents.iter().map(|a| a.steps_completed).collect();
+    assert_eq!(completed.iter().sum::<u32>(), 11, "{completed:?}");
+    assert!(completed.iter().all(|c| *c >= 5), "{completed:?}");
 
     // Nothing left under the run prefix; nothing else touched.
     assert_eq!(report.leftover_keys, Some(0));

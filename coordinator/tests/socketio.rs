@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{spawn_agents, start_servers};
+use support::{spawn_agents, start_servers, step_of};
 
 const PLAN: &str = r#"
 [target]
@@ -48,9 +48,15 @@ async fn event_consistency_and_session_sync_across_two_instances_and_two_agents(
         a.await.unwrap().unwrap();
     }
     assert_eq!(report.status, RunStatus::Complete, "{report:#?}");
-
-    let Some(Figures::EventConsistency(e)) = &report.steps[0].figures else {
+    // The probe ran first, on its own, and found the protocol's dialect.
+    assert_eq!(report.steps[0].kind, "protocol_conformance");
+    let Some(Figures::ProtocolConformance(p)) = &report.steps[0].figures else {
         panic!("{:#?}", report.steps[0]);
+    };
+    assert_eq!(p.dialect, Some(bandsync_common::dialect::Dialect::default()), "{p:#?}");
+
+    let Some(Figures::EventConsistency(e)) = &step_of(&report, "event_consistency").figures else {
+        panic!("{:#?}", report.steps);
     };
     assert_eq!((e.clients, e.clients_failed), (4, 0));
     assert_eq!(e.client_timestamp_events, 32, "8 commands per client");
@@ -69,8 +75,8 @@ async fn event_consistency_and_session_sync_across_two_instances_and_two_agents(
     );
     assert!(e.corrected_min_ms.unwrap() >= -bound, "{e:#?}");
 
-    let Some(Figures::SessionSync(s)) = &report.steps[1].figures else {
-        panic!("{:#?}", report.steps[1]);
+    let Some(Figures::SessionSync(s)) = &step_of(&report, "session_sync").figures else {
+        panic!("{:#?}", report.steps);
     };
     assert_eq!(
         (s.members_planned, s.members_connected, s.connect_failures),
@@ -157,8 +163,8 @@ async fn a_server_without_server_timestamps_is_reported_absent_not_measured() {
         .await
         .unwrap();
     stop.cancel();
-    let Some(Figures::EventConsistency(e)) = &report.steps[0].figures else {
-        panic!("{:#?}", report.steps[0]);
+    let Some(Figures::EventConsistency(e)) = &step_of(&report, "event_consistency").figures else {
+        panic!("{:#?}", report.steps);
     };
     assert_eq!(e.clients, 2);
     assert!(e.snapshots >= 10, "{e:#?}");

@@ -12,31 +12,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{spawn_agents, start_servers_with};
+use support::start_servers_with;
 
 /// A Socket.IO-only plan: no redis_url (it needs none).
 fn sync_plan(sessions: u64, members: u32, changes: u32) -> plan::Plan {
     let text = format!(
-        "[run]\nstep_timeout = \"1m\"\n[[steps]]\nname = \"sync\"\nkind = \"session_sync\"\nsessions = {sessions}\nmembers = {members}\nchanges = {changes}\ninterval = \"250ms\"\nramp_up = \"600ms\"\nsettle = \"800ms\"\n"
+        "[run]\nstep_timeout = \"1m\"\nprobe = false\n[[steps]]\nname = \"sync\"\nkind = \"session_sync\"\nsessions = {sessions}\nmembers = {members}\nchanges = {changes}\ninterval = \"250ms\"\nramp_up = \"600ms\"\nsettle = \"800ms\"\n"
     );
     plan::parse(&text, "p.toml", "p").unwrap()
 }
 
 async fn run(plan: &plan::Plan, agents: usize, name: &str) -> Report {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handles = spawn_agents(agents, listener.local_addr().unwrap(), name);
-    let report = bandsync_coordinator::run(
-        plan,
-        listener,
-        &RunConfig::agents(agents as u32),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    for a in handles {
-        a.await.unwrap().unwrap();
-    }
-    report
+    support::run_plan(plan, agents, name).await
 }
 
 fn sync_figures(report: &Report) -> &SessionSyncFigures {

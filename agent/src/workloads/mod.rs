@@ -6,6 +6,7 @@
 
 pub mod band;
 pub mod event_consistency;
+pub mod protocol_conformance;
 pub mod redis;
 pub mod redis_basic_ops;
 pub mod redis_concurrent;
@@ -97,6 +98,7 @@ pub trait Run {
 /// Runs the workload of `spec` with this agent's context.
 pub async fn run(spec: &StepSpec, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
     match spec {
+        StepSpec::ProtocolConformance(p) => p.run(ctx).await,
         StepSpec::TimestampGeneration(p) => p.run(ctx).await,
         StepSpec::TimestampPrecision(p) => p.run(ctx).await,
         StepSpec::RedisBasicOps(p) => p.run(ctx).await,

@@ -77,7 +77,7 @@ pub struct RunOptions {
     /// What a lost agent does to the run.
     pub on_agent_loss: AgentLoss,
     /// `[run] probe`: run the conformance probe briefly before the first Socket.IO step when the
-    /// plan has no `protocol_conformance` step of its own (default true).
+    /// plan has no conformance step (`Workload::auto`) of its own (default true).
     pub probe: bool,
 }
 
@@ -373,6 +373,9 @@ impl Loc<'_> {
                 }
             };
             steps.push(Step { name, ..step });
+        }
+        if run.probe {
+            insert_probes(&mut steps, &mut names, run.step_timeout);
         }
         if target.redis_url.is_none()
             && !testbed_redis
@@ -713,6 +716,27 @@ pub fn check_redis_url(v: &str) -> Result<(), String> {
         other => Err(bad(format!(
             "scheme `{other}` is not one of redis, rediss, redis+unix, unix"
         ))),
+    }
+}
+
+/// Inserts the probe steps ([`crate::workloads::auto_steps`]) the plan does not run itself
+/// before its first Socket.IO step, named by their kind (made unique).
+fn insert_probes(steps: &mut Vec<Step>, names: &mut HashSet<String>, timeout: Duration) {
+    let Some(first) = steps.iter().position(|s| s.spec.uses_servers()) else {
+        return;
+    };
+    for spec in crate::workloads::auto_steps().into_iter().rev() {
+        if steps.iter().any(|s| s.spec.kind() == spec.kind()) {
+            continue;
+        }
+        let mut name = spec.kind().to_owned();
+        let mut k = 2;
+        while names.contains(&name) {
+            name = format!("{}-{k}", spec.kind());
+            k += 1;
+        }
+        names.insert(name.clone());
+        steps.insert(first, Step { name, timeout, spec });
     }
 }
 

@@ -203,7 +203,10 @@ pub fn overall_rating(steps: &[StepReport], criteria: &[CriterionResult], comple
     } else {
         f64::from(score) * 100.0 / f64::from(max_score)
     };
-    let document_rating = if percentage >= 85.0 {
+    let document_rating = if max_score == 0 {
+        // No test of the document ran: its scoring has nothing to say.
+        Rating::NotRated
+    } else if percentage >= 85.0 {
         Rating::Excellent
     } else if percentage >= 70.0 {
         Rating::Good
@@ -226,7 +229,7 @@ pub fn overall_rating(steps: &[StepReport], criteria: &[CriterionResult], comple
         )
     } else if passed == 0 {
         (Rating::NotRated, Some("no success criterion was measured".to_owned()))
-    } else if document_rating == Rating::NeedsImprovement {
+    } else if matches!(document_rating, Rating::NeedsImprovement | Rating::NotRated) {
         (Rating::Good, Some("every measured success criterion passed".to_owned()))
     } else {
         (document_rating, None)
@@ -372,7 +375,9 @@ mod tests {
             true,
         );
         assert!(overall.failed_criteria.is_empty(), "{:?}", overall.failed_criteria);
-        assert!(matches!(overall.rating, Rating::Good | Rating::Excellent));
+        // No test of the document ran: its scoring rates nothing; the criteria decide.
+        assert_eq!((overall.max_score, overall.document_rating), (0, Rating::NotRated));
+        assert_eq!(overall.rating, Rating::Good);
         let (overall, _) = overall_rating(&steps[..1], &[], false);
         assert_eq!(overall.rating, Rating::NotRated);
     }

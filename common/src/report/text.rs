@@ -93,23 +93,16 @@ fn verdict(r: &Report, w: &mut dyn Write) -> fmt::Result {
             _ => "System needs performance improvements before production deployment".to_owned(),
         }
     )?;
-    writeln!(
-        w,
-        "   (document scoring: {} of {} points, {:.0}% → {}{})",
-        o.score,
-        o.max_score,
-        o.percentage,
-        o.document_rating,
-        if o.rating == o.document_rating {
-            String::new()
-        } else {
-            format!(
-                "; the verdict is {} because {}",
-                o.rating,
-                o.reason.as_deref().unwrap_or("of the criteria")
-            )
-        }
-    )?;
+    if o.max_score == 0 {
+        writeln!(
+            w,
+            "   (document scoring: no test of the document ran; the verdict is {} because {})",
+            o.rating,
+            o.reason.as_deref().unwrap_or("of the criteria")
+        )?;
+    } else {
+        document_scoring(o, w)?;
+    }
 
     writeln!(w, "\n✅ SUCCESS CRITERIA:")?;
     let width = r
@@ -266,5 +259,27 @@ fn no_result(w: &mut dyn Write, s: &StepReport) -> fmt::Result {
     for f in &s.failures {
         writeln!(w, "    agent {}: {}", f.agent, f.message)?;
     }
+    Ok(())
+}
+
+/// "(document scoring: s of m points, p% → rating[; the verdict is … because …])".
+fn document_scoring(o: &super::Overall, w: &mut dyn Write) -> fmt::Result {
+    writeln!(
+        w,
+        "   (document scoring: {} of {} points, {:.0}% → {}{})",
+        o.score,
+        o.max_score,
+        o.percentage,
+        o.document_rating,
+        if o.rating == o.document_rating {
+            String::new()
+        } else {
+            format!(
+                "; the verdict is {} because {}",
+                o.rating,
+                o.reason.as_deref().unwrap_or("of the criteria")
+            )
+        }
+    )?;
     Ok(())
 }

@@ -56,6 +56,14 @@ macro_rules! registry {
             }
         }
 
+        /// The steps a plan runs on its own before its first Socket.IO step (see
+        /// [`Workload::auto`]).
+        pub fn auto_steps() -> Vec<StepSpec> {
+            let mut all = Vec::new();
+            $(all.extend(<$variant as Workload>::auto().map(StepSpec::$variant));)*
+            all
+        }
+
         /// The text report's section of `kind`.
         pub fn section_of(kind: &str) -> Option<Section> {
             match kind {
@@ -160,6 +168,7 @@ macro_rules! registry {
 }
 
 registry! {
+    ProtocolConformance => protocol_conformance,
     TimestampGeneration => timestamp_generation,
     TimestampPrecision => timestamp_precision,
     RedisBasicOps => redis_basic_ops,

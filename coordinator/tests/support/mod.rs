@@ -203,3 +203,34 @@ pub async fn start_servers_with(
     tokio::time::sleep(Duration::from_millis(300)).await;
     Servers { urls, stop }
 }
+
+/// The report of the plan's step of `kind` (the first one).
+pub fn step_of<'a>(report: &'a bandsync_common::report::Report, kind: &str) -> &'a bandsync_common::report::StepReport {
+    report
+        .steps
+        .iter()
+        .find(|s| s.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} step: {:#?}", report.steps))
+}
+
+/// Runs `plan` with `agents` in-process agents named after `name` and returns the report.
+pub async fn run_plan(
+    plan: &bandsync_common::plan::Plan,
+    agents: usize,
+    name: &str,
+) -> bandsync_common::report::Report {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handles = spawn_agents(agents, listener.local_addr().unwrap(), name);
+    let report = bandsync_coordinator::run(
+        plan,
+        listener,
+        &bandsync_coordinator::RunConfig::agents(agents as u32),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    for a in handles {
+        a.await.unwrap().unwrap();
+    }
+    report
+}

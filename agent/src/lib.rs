@@ -13,6 +13,7 @@ pub mod proc;
 pub mod step;
 pub mod workloads;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bandsync_common::clock::{ClockEstimate, now_unix_ns};
@@ -168,18 +169,20 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Age
             Ok(Some(pb::CoordinatorMessage { kind: Some(k) })) => k,
             Ok(Some(_)) => continue,
             Ok(None) => {
-                session.stop_current("coordinator closed the stream").await;
-                return Ok(AgentExit::CoordinatorLost("the coordinator closed the stream".into()));
+                let stopped = session.stop_current("coordinator closed the stream").await;
+                return Ok(AgentExit::CoordinatorLost(format!(
+                    "the coordinator closed the stream; {stopped}"
+                )));
             }
             Err(status) => {
                 let why = format!("{}: {}", status.code(), status.message());
                 warn!(error = %why, "lost the coordinator; stopping load");
-                session.stop_current("coordinator lost").await;
+                let stopped = session.stop_current("coordinator lost").await;
                 if !session.welcomed {
                     // A refusal arrives as the stream's first and only item.
                     return Err(AgentError::Refused(status.message().to_owned()));
                 }
-                return Ok(AgentExit::CoordinatorLost(why));
+                return Ok(AgentExit::CoordinatorLost(format!("{why}; {stopped}")));
             }
         };
         match kind {
@@ -226,14 +229,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Age
             }
         }
     }
-    session.stop_current("stream closed").await;
-    Ok(AgentExit::CoordinatorLost("the outbound stream closed".into()))
+    let stopped = session.stop_current("stream closed").await;
+    Ok(AgentExit::CoordinatorLost(format!(
+        "the outbound stream closed; {stopped}"
+    )))
 }
 
 struct Running {
     step_index: u32,
     cancel: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
+    cleanup: Arc<workloads::Cleanup>,
 }
 
 struct Session {
@@ -268,6 +274,7 @@ impl Session {
         }
         let cancel = CancellationToken::new();
         let step_index = rs.step_index;
+        let cleanup = Arc::new(workloads::Cleanup::default());
         let handle = tokio::spawn(step::run(
             rs,
             self.clock,
@@ -275,20 +282,24 @@ impl Session {
             cancel.clone(),
             self.tx.clone(),
             self.allow.clone(),
+            cleanup.clone(),
         ));
         self.current = Some(Running {
             step_index,
             cancel,
             handle,
+            cleanup,
         });
     }
 
     /// Cancels the running step and waits (bounded) for its load to stop and its keys to go;
     /// a step that does not stop in time is aborted, so no load outlives this call.
-    async fn stop_current(&mut self, why: &str) {
-        if let Some(mut c) = self.current.take()
-            && !c.handle.is_finished()
-        {
+    /// Returns what became of the step's keys ("no step was running" when none was).
+    async fn stop_current(&mut self, why: &str) -> String {
+        let Some(mut c) = self.current.take() else {
+            return "no step was running".to_owned();
+        };
+        if !c.handle.is_finished() {
             info!(step = c.step_index, why, "stopping the running step");
             c.cancel.cancel();
             if tokio::time::timeout(STOP_GRACE, &mut c.handle).await.is_err() {
@@ -299,8 +310,10 @@ impl Session {
                 );
                 c.handle.abort();
                 let _ = c.handle.await;
+                return "load stopped, keys NOT all deleted (the step did not stop in time and was aborted)".to_owned();
             }
         }
+        format!("load stopped, {}", c.cleanup.describe())
     }
 }
 

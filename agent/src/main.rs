@@ -148,15 +148,20 @@ fn main() -> ExitCode {
                 Ok(AgentExit::Finished) => return 0,
                 Ok(AgentExit::Interrupted) => return 130,
                 Ok(AgentExit::CoordinatorLost(why)) if once => {
-                    say!("bandsync-agent: coordinator lost ({why}); load stopped, keys deleted");
+                    say!("bandsync-agent: coordinator lost ({why})");
                     return 3;
                 }
                 Ok(AgentExit::CoordinatorLost(why)) => {
-                    // Load is stopped and keys deleted; wait for a coordinator again (up to
-                    // --connect-timeout, then exit 3).
-                    say!("bandsync-agent: coordinator lost ({why}); load stopped, keys deleted; waiting for a coordinator");
+                    // Load is stopped (`why` says what became of the keys); wait for a
+                    // coordinator again (up to --connect-timeout, then exit 3).
+                    say!("bandsync-agent: coordinator lost ({why}); waiting for a coordinator");
                 }
-                Err(e @ (AgentError::Refused(_) | AgentError::InvalidUrl { .. } | AgentError::InvalidToken | AgentError::Tls(_))) => {
+                Err(
+                    e @ (AgentError::Refused(_)
+                    | AgentError::InvalidUrl { .. }
+                    | AgentError::InvalidToken
+                    | AgentError::Tls(_)),
+                ) => {
                     say!("bandsync-agent: {e}");
                     return 2;
                 }

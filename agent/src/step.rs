@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::allow::AllowList;
-use crate::workloads::{self, Live, StepContext, WorkloadError};
+use crate::workloads::{self, Cleanup, Live, StepContext, WorkloadError};
 
 /// Why a step did not produce metrics on this agent.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +31,10 @@ pub enum StepError {
     Dialect(String),
     #[error("aborted before it started")]
     AbortedBeforeStart,
-    #[error("timed out after {0} ms; load stopped and keys deleted")]
-    TimedOut(u64),
-    #[error("aborted; load stopped and keys deleted")]
-    Aborted,
+    #[error("timed out after {0} ms; load stopped, {1}")]
+    TimedOut(u64, String),
+    #[error("aborted; load stopped, {0}")]
+    Aborted(String),
     #[error(transparent)]
     Workload(WorkloadError),
 }
@@ -46,6 +46,7 @@ pub(crate) async fn run(
     cancel: CancellationToken,
     tx: mpsc::Sender<pb::AgentMessage>,
     allow: AllowList,
+    cleanup: Arc<Cleanup>,
 ) {
     let step_index = rs.step_index;
     let live = Arc::new(Live::default());
@@ -53,7 +54,18 @@ pub(crate) async fn run(
     // Set when the load starts: process CPU time then, and the instant.
     let mark: std::sync::OnceLock<(Option<u64>, std::time::Instant)> = std::sync::OnceLock::new();
     let executed = match allowed(&rs, &allow).await {
-        Ok(()) => execute(&rs, clock, agent_index, &cancel, &tx, &live, (&started, &mark)).await,
+        Ok(()) => {
+            execute(
+                &rs,
+                clock,
+                agent_index,
+                &cancel,
+                &tx,
+                (&live, &cleanup),
+                (&started, &mark),
+            )
+            .await
+        }
         Err(refused) => Err(refused),
     };
     let outcome = match executed {
@@ -113,7 +125,7 @@ async fn execute(
     agent_index: u32,
     cancel: &CancellationToken,
     tx: &mpsc::Sender<pb::AgentMessage>,
-    live: &Arc<Live>,
+    (live, cleanup): (&Arc<Live>, &Arc<Cleanup>),
     (started, mark): (&AtomicI64, &std::sync::OnceLock<(Option<u64>, std::time::Instant)>),
 ) -> Result<bandsync_common::metrics::MetricSet, StepError> {
     let spec = rs.spec.as_ref().ok_or(StepError::NoSpec)?;
@@ -154,6 +166,7 @@ async fn execute(
         clock,
         cancel: cancel.clone(),
         live: live.clone(),
+        cleanup: cleanup.clone(),
     };
 
     // Progress ticker and timeout watchdog: both end when the step ends.
@@ -194,11 +207,17 @@ async fn execute(
     done.cancel();
     let _ = ticker.await;
     match result {
-        Ok(m) => Ok(m),
-        Err(WorkloadError::Cancelled) if timed_out.load(Ordering::Relaxed) => {
-            Err(StepError::TimedOut(timeout.as_millis() as u64))
+        Ok(mut m) => {
+            // The figures stand; the report says the keys were not all deleted, and why.
+            if let Some(why) = ctx.cleanup.failure() {
+                m.add_counter(&format!("{}{why}", bandsync_common::report::CLEANUP_ERROR), 1);
+            }
+            Ok(m)
         }
-        Err(WorkloadError::Cancelled) => Err(StepError::Aborted),
+        Err(WorkloadError::Cancelled) if timed_out.load(Ordering::Relaxed) => {
+            Err(StepError::TimedOut(timeout.as_millis() as u64, ctx.cleanup.describe()))
+        }
+        Err(WorkloadError::Cancelled) => Err(StepError::Aborted(ctx.cleanup.describe())),
         Err(e) => Err(StepError::Workload(e)),
     }
 }

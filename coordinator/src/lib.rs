@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bandsync_common::clock::now_unix_ns;
 use bandsync_common::plan::Plan;
-use bandsync_common::report::{Report, RunRecord, RunStatus};
+use bandsync_common::report::{Evictions, Report, RunRecord, RunStatus, StepEvictions};
 use bandsync_proto::pb::load_test_server::LoadTestServer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -55,6 +55,9 @@ pub enum CoordinatorError {
     Listen { addr: String, reason: String },
     #[error("{0}")]
     Usage(String),
+    /// The target could lose keys that are not the run's (refused before anything starts).
+    #[error("{0}")]
+    UnsafeTarget(String),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("testbed: {0}")]
@@ -65,7 +68,7 @@ impl CoordinatorError {
     /// The process exit code for this error (see ARCHITECTURE.md).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CoordinatorError::Usage(_) | CoordinatorError::Tls(_) => 2,
+            CoordinatorError::Usage(_) | CoordinatorError::Tls(_) | CoordinatorError::UnsafeTarget(_) => 2,
             CoordinatorError::InterruptedBeforeStart => 130,
             _ => 3,
         }
@@ -192,11 +195,35 @@ pub async fn run(
     controller::refuse_late_joins(joins, expected_agents);
     ctl.sync_clocks().await;
 
-    let steps = run_steps(&mut ctl, plan, &mut redis, &redis_url, &run_prefix).await?;
-
-    let leftover_keys = match redis.as_mut() {
-        Some(con) => sweep(con, &run_prefix).await,
+    let mut evictions = match redis.as_mut() {
+        Some(con) => Some(match target::eviction_setting(con).await {
+            Ok((policy, maxmemory_bytes)) => Evictions {
+                policy,
+                maxmemory_bytes,
+                allowed: plan.target.allow_eviction,
+                by_step: Vec::new(),
+            },
+            Err(e) => Evictions {
+                policy: format!("unknown ({e})"),
+                allowed: plan.target.allow_eviction,
+                ..Evictions::default()
+            },
+        }),
         None => None,
+    };
+    let steps = run_steps(&mut ctl, plan, &mut redis, (&redis_url, &run_prefix), &mut evictions).await?;
+
+    let (leftover_keys, sweep_error) = match redis.as_mut() {
+        Some(con) => match sweep(con, &redis_url, &run_prefix).await {
+            Ok(n) => (Some(n), None),
+            Err(why) => {
+                ctl.incomplete.get_or_insert_with(|| {
+                    format!("the keys left under {run_prefix}* are unknown: the sweep failed because {why}")
+                });
+                (None, Some(why))
+            }
+        },
+        None => (None, None),
     };
 
     ctl.finish().await;
@@ -226,6 +253,8 @@ pub async fn run(
         agents: ctl.agents.into_iter().map(|a| a.row).collect(),
         steps,
         leftover_keys,
+        sweep_error,
+        evictions,
     };
     Ok(Report::build(record))
 }
@@ -251,7 +280,9 @@ async fn preflight(
     }
     let uses_redis = plan.steps.iter().any(|s| s.spec.uses_redis());
     let redis = if uses_redis {
-        Some(target::connect(redis_url).await?)
+        let mut con = target::connect(redis_url).await?;
+        check_eviction(&mut con, plan, redis_url).await?;
+        Some(con)
     } else {
         None
     };
@@ -331,8 +362,8 @@ async fn run_steps(
     ctl: &mut Controller<'_>,
     plan: &Plan,
     redis: &mut Option<redis::aio::MultiplexedConnection>,
-    redis_url: &str,
-    run_prefix: &str,
+    (redis_url, run_prefix): (&str, &str),
+    evictions: &mut Option<Evictions>,
 ) -> Result<Vec<bandsync_common::report::StepRecord>, CoordinatorError> {
     let mut steps = Vec::with_capacity(plan.steps.len());
     for (i, step) in plan.steps.iter().enumerate() {
@@ -348,11 +379,17 @@ async fn run_steps(
             ctl.incomplete.get_or_insert_with(|| "every agent was lost".into());
             break;
         }
+        let before = evicted(redis).await;
         let mut record = ctl.run_step(i as u32, step).await;
         let hooks = step.spec.hooks();
         if hooks.fault.is_some() && redis.is_some() {
             // The fault dropped (or restarted) every connection, ours included: open a new one.
             *redis = Some(target::connect(redis_url).await?);
+        }
+        if let (Some(watch), Some(before)) = (evictions.as_mut(), before) {
+            watch
+                .by_step
+                .push(step_evictions(&step.name, before, evicted(redis).await));
         }
         if let (Some(read_back), Some(con)) = (&hooks.read_back, redis.as_mut())
             && let Err(e) = target::read_back_session(con, run_prefix, read_back, &mut record.merged).await
@@ -373,19 +410,98 @@ async fn run_steps(
     Ok(steps)
 }
 
-/// Counts and deletes what is left under the run prefix (None: could not check).
-async fn sweep(con: &mut redis::aio::MultiplexedConnection, run_prefix: &str) -> Option<u64> {
-    match target::count_and_sweep(con, run_prefix).await {
-        Ok(n) => {
-            if n > 0 {
-                warn!(keys = n, prefix = %run_prefix, "keys were left under the run prefix; swept them");
+/// Refuses a Redis that may evict keys the run did not write, unless the plan accepts it.
+async fn check_eviction(
+    con: &mut redis::aio::MultiplexedConnection,
+    plan: &Plan,
+    redis_url: &str,
+) -> Result<(), CoordinatorError> {
+    let refuse = |why: String| {
+        CoordinatorError::UnsafeTarget(format!(
+            "the target Redis at {} {why}; the run's writes could push keys that are not its own out. Use a Redis with maxmemory-policy noeviction (or no maxmemory), or set [target] allow_eviction = true to accept it (evictions are then counted and FAIL the run)",
+            bandsync_common::report::redact_url(redis_url)
+        ))
+    };
+    match target::eviction_setting(con).await {
+        Ok((policy, max)) => {
+            let setting = Evictions {
+                policy: policy.clone(),
+                maxmemory_bytes: max,
+                ..Evictions::default()
+            };
+            if setting.can_evict() && !plan.target.allow_eviction {
+                return Err(refuse(format!(
+                    "has maxmemory-policy {policy} with maxmemory {max} bytes"
+                )));
             }
-            Some(n)
+            Ok(())
         }
-        Err(e) => {
-            warn!(error = %e, "could not check for leftover keys");
-            None
+        Err(e) if !plan.target.allow_eviction => Err(refuse(format!("does not say whether it evicts ({e})"))),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Counts and deletes what is left under the run prefix, retrying (a Redis that stalled may be
+/// back): the count, or why it could not be had.
+async fn sweep(con: &mut redis::aio::MultiplexedConnection, redis_url: &str, run_prefix: &str) -> Result<u64, String> {
+    let mut last = String::new();
+    for attempt in 0..SWEEP_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match target::connect(redis_url).await {
+                Ok(c) => *con = c,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            }
         }
+        match target::count_and_sweep(con, run_prefix).await {
+            Ok(n) => {
+                if n > 0 {
+                    warn!(keys = n, prefix = %run_prefix, "keys were left under the run prefix; swept them");
+                }
+                return Ok(n);
+            }
+            Err(e) => {
+                warn!(error = %e, attempt, "could not sweep the run prefix");
+                last = e.to_string();
+            }
+        }
+    }
+    Err(format!(
+        "{last} ({SWEEP_ATTEMPTS} attempts over {} s)",
+        (SWEEP_ATTEMPTS - 1) * 2
+    ))
+}
+
+/// Keys evicted during a step, from `evicted_keys` read before and after it. A restarted
+/// Redis starts counting from 0 again: what it shows then is what it evicted since.
+fn step_evictions(step: &str, before: Result<u64, String>, after: Option<Result<u64, String>>) -> StepEvictions {
+    let (evicted_keys, unchecked) = match (before, after) {
+        (Ok(b), Some(Ok(a))) => (Some(if a >= b { a - b } else { a }), None),
+        (Err(e), _) | (_, Some(Err(e))) => (None, Some(e)),
+        (Ok(_), None) => (None, Some("no connection to Redis after the step".to_owned())),
+    };
+    StepEvictions {
+        step: step.to_owned(),
+        evicted_keys,
+        unchecked,
+    }
+}
+
+/// Most agent processes a testbed starts on one machine (the plan's `[testbed] local_agents`
+/// limit, which `--local-agents` obeys as well).
+const MAX_LOCAL_AGENTS: u32 = 64;
+
+/// Attempts of the final sweep, 2 s apart.
+const SWEEP_ATTEMPTS: u32 = 4;
+
+/// `evicted_keys` now, for the watch around a step.
+async fn evicted(redis: &mut Option<redis::aio::MultiplexedConnection>) -> Option<Result<u64, String>> {
+    match redis.as_mut() {
+        Some(con) => Some(target::evicted_keys(con).await),
+        None => None,
     }
 }
 
@@ -430,6 +546,13 @@ struct Settled {
 
 /// Applies the command-line overrides to `plan` and checks every usage rule; starts nothing.
 fn settle(plan: &mut Plan, opts: &Launch) -> Result<Settled, CoordinatorError> {
+    if let Some(n) = opts.local_agents
+        && n > MAX_LOCAL_AGENTS
+    {
+        return Err(CoordinatorError::Usage(format!(
+            "--local-agents {n}: at most {MAX_LOCAL_AGENTS} agent processes on one machine (as [testbed] local_agents)"
+        )));
+    }
     let local_agents = opts
         .local_agents
         .or(plan.testbed.as_ref().map(|t| t.local_agents))

@@ -139,7 +139,7 @@ fn main() -> ExitCode {
             json,
         } => {
             // The plan and every file named on the command line are read before anything starts.
-            let plan = match bandsync_common::plan::load(&plan) {
+            let plan = match bandsync_common::plan::load_with(&plan, redis_url.is_some()) {
                 Ok(p) => p,
                 Err(e) => {
                     say!("bandsync-coordinator: invalid plan: {e}");

@@ -14,6 +14,9 @@ use tracing::warn;
 /// Messages the controller sends to one agent. An `Err` ends the agent's stream with that status.
 pub type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
 
+/// Longest agent id, hostname or version kept from a `Hello` (longer is cut, with `…`).
+const HELLO_FIELD_CHARS: usize = 128;
+
 /// An agent that said a valid `Hello`.
 pub struct Join {
     pub hello: pb::Hello,
@@ -41,10 +44,19 @@ impl LoadTest for Service {
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))??;
-        let hello = match first.and_then(|m| m.kind) {
+        let mut hello = match first.and_then(|m| m.kind) {
             Some(agent_message::Kind::Hello(h)) => h,
             _ => return Err(Status::invalid_argument("the first message of a session must be Hello")),
         };
+        // What an agent says of itself reaches logs, terminals and the report: printable and
+        // bounded, whoever sent it.
+        for field in [&mut hello.agent_id, &mut hello.hostname, &mut hello.version] {
+            *field = bandsync_common::fmt::printable(field, HELLO_FIELD_CHARS);
+        }
+        hello.capabilities.truncate(64);
+        for c in &mut hello.capabilities {
+            *c = bandsync_common::fmt::printable(c, HELLO_FIELD_CHARS);
+        }
         if hello.protocol_version != PROTOCOL_VERSION {
             warn!(agent = %hello.agent_id, theirs = hello.protocol_version, ours = PROTOCOL_VERSION, "refused an agent with another protocol version");
             return Err(Status::failed_precondition(format!(

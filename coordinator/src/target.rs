@@ -34,6 +34,40 @@ pub async fn connect(url: &str) -> Result<MultiplexedConnection, CoordinatorErro
     Ok(con)
 }
 
+/// `field:value` of an INFO section.
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// The target's `maxmemory-policy` and `maxmemory` (INFO memory: readable where CONFIG is
+/// renamed away, as on managed Redis).
+pub async fn eviction_setting(con: &mut MultiplexedConnection) -> Result<(String, u64), String> {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(con)
+        .await
+        .map_err(|e| format!("INFO memory: {e}"))?;
+    let policy = info_field(&info, "maxmemory_policy").ok_or("INFO memory has no maxmemory_policy")?;
+    let max = info_field(&info, "maxmemory")
+        .and_then(|v| v.parse().ok())
+        .ok_or("INFO memory has no maxmemory")?;
+    Ok((policy, max))
+}
+
+/// `evicted_keys` of INFO stats: keys Redis has evicted since it started.
+pub async fn evicted_keys(con: &mut MultiplexedConnection) -> Result<u64, String> {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(con)
+        .await
+        .map_err(|e| format!("INFO stats: {e}"))?;
+    info_field(&info, "evicted_keys")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| "INFO stats has no evicted_keys".to_owned())
+}
+
 /// A BandSync server answers on its address (a TCP connection within 5 s).
 pub async fn check_server(url: &str) -> Result<(), CoordinatorError> {
     let unreachable = |reason: String| CoordinatorError::ServerUnreachable {

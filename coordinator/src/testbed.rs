@@ -49,6 +49,11 @@ impl RedisServer {
         })
     }
 
+    /// The server's process id (for tests that stop it with signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server (SIGKILL): an outage, as a crash or a network cut looks to its clients.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

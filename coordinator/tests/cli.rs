@@ -179,6 +179,61 @@ fn too_few_agents_exit_3_with_a_clear_error() {
     assert!(stderr.contains("only 1 of 2 agents joined within 3 s"), "{stderr}");
 }
 
+/// A password in a Redis URL never reaches a message: plan validation, the testbed conflict,
+/// `--redis-url` (also `?pass=` of a unix socket URL), the unreachable target, the server.
+#[test]
+fn no_password_reaches_any_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "s3cr3t-pw";
+    let cases = [
+        format!("[target]\nredis_url = \"redis://:{secret}@127.0.0.1:99999\"\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
+        format!(
+            "[target]\nredis_url = \"redis://:{secret}@127.0.0.1:6379\"\n[testbed]\nredis = true\n[[steps]]\nkind = \"redis_basic_ops\"\n"
+        ),
+        format!("[target]\nredis_url = \"redis+unix:?pass={secret}\"\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let plan = dir.path().join(format!("p{i}.toml"));
+        std::fs::write(&plan, case).unwrap();
+        let out = coordinator()
+            .args(["validate", plan.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "case {i}: {stderr}"
+        );
+        assert!(stderr.contains("***"), "case {i}: the URL is shown, redacted: {stderr}");
+    }
+    let plan = dir.path().join("ok.toml");
+    std::fs::write(&plan, "[run]\nagents = 1\n[[steps]]\nkind = \"redis_basic_ops\"\n").unwrap();
+    let url = format!("redis+unix:///nonexistent/r.sock?pass={secret}");
+    let out = coordinator()
+        .args([
+            "run",
+            plan.to_str().unwrap(),
+            "--redis-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(!stdout.contains(secret) && !stderr.contains(secret), "{stderr}");
+    assert!(stderr.contains("pass=***"), "{stderr}");
+    let out = Command::new(server_bin())
+        .args(["--port", "0", "--redis-url", &format!("redis://:{secret}@h:99999")])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(!stderr.contains(secret) && stderr.contains(":***@"), "{stderr}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = coordinator()
@@ -199,6 +254,37 @@ fn usage_errors_exit_2() {
 
     let out = coordinator().args(["run"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+
+    // The plan's 0..=64 limit holds on the command line too; nothing is started.
+    let out = coordinator()
+        .args([
+            "run",
+            repo("plans/quickstart.toml").to_str().unwrap(),
+            "--local-agents",
+            "65",
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--local-agents 65: at most 64"), "{stderr}");
+    assert!(!stderr.contains("started"), "{stderr}");
+
+    // A Redis URL whose database is not a number is refused when the plan is read.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("db.toml");
+    std::fs::write(
+        &plan,
+        "[target]\nredis_url = \"redis://127.0.0.1:6379/notadb\"\n[[steps]]\nkind = \"redis_basic_ops\"\n",
+    )
+    .unwrap();
+    let out = coordinator()
+        .args(["validate", plan.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the database `/notadb` is not a number"), "{stderr}");
 
     // Agents from other hosts must authenticate: no token, no run (and nothing was bound).
     let out = coordinator()

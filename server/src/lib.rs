@@ -214,7 +214,7 @@ pub async fn serve(cfg: ServerConfig, listener: TcpListener, shutdown: Cancellat
         return legacy::serve(cfg, listener, shutdown).await;
     }
     let store = Store::new(&cfg.redis_url, &cfg.redis_prefix).map_err(|source| ServerError::RedisUrl {
-        url: cfg.redis_url.clone(),
+        url: bandsync_common::fmt::redact_url(&cfg.redis_url),
         source,
     })?;
     let (layer, io) = SocketIo::builder()

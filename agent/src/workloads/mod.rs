@@ -48,6 +48,28 @@ impl Live {
     }
 }
 
+/// Whether the keys a step wrote were deleted: the first failure, with why (`None`: every
+/// cleanup that ran succeeded). Read by the step runner, so no message claims a deletion that
+/// did not happen.
+#[derive(Debug, Default)]
+pub struct Cleanup(std::sync::Mutex<Option<String>>);
+
+impl Cleanup {
+    pub fn fail(&self, why: String) {
+        self.0.lock().unwrap().get_or_insert(why);
+    }
+    pub fn failure(&self) -> Option<String> {
+        self.0.lock().unwrap().clone()
+    }
+    /// "keys deleted", or why not.
+    pub fn describe(&self) -> String {
+        match self.failure() {
+            None => "keys deleted".to_owned(),
+            Some(why) => format!("keys NOT all deleted ({why}): the coordinator's sweep counts what is left"),
+        }
+    }
+}
+
 /// What a workload knows about the step it runs.
 #[derive(Clone, Debug)]
 pub struct StepContext {
@@ -68,6 +90,7 @@ pub struct StepContext {
     pub dialect: bandsync_common::dialect::Dialect,
     pub cancel: CancellationToken,
     pub live: Arc<Live>,
+    pub cleanup: Arc<Cleanup>,
 }
 
 impl StepContext {

@@ -45,7 +45,8 @@ pub async fn delete_keys(
             match redis::cmd("DEL").arg(&batch).query_async::<u64>(con).await {
                 Ok(n) => deleted += n,
                 Err(e) => {
-                    warn!(error = %e, "cleanup DEL failed; the coordinator will report leftover keys");
+                    warn!(error = %e, "cleanup DEL failed; the coordinator's sweep counts what is left");
+                    ctx.cleanup.fail(format!("DEL failed: {e}"));
                     return deleted;
                 }
             }
@@ -55,7 +56,8 @@ pub async fn delete_keys(
     match tokio::time::timeout(Duration::from_secs(15), work).await {
         Ok(n) => n,
         Err(_) => {
-            warn!(prefix = %ctx.key_base, "cleanup timed out; the coordinator will report leftover keys");
+            warn!(prefix = %ctx.key_base, "cleanup timed out; the coordinator's sweep counts what is left");
+            ctx.cleanup.fail("the cleanup did not finish within 15 s".into());
             0
         }
     }

@@ -64,6 +64,9 @@ pub struct Target {
     pub protocol: Option<crate::dialect::Protocol>,
     /// `[target.dialect]`: per-field overrides on top of the dialect.
     pub dialect: crate::dialect::Overrides,
+    /// `[target] allow_eviction`: run against a Redis whose `maxmemory-policy` can evict keys
+    /// that are not the run's (evictions are still counted, and FAIL the run).
+    pub allow_eviction: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -192,6 +195,12 @@ impl std::error::Error for PlanError {}
 
 /// Reads and validates a plan file.
 pub fn load(path: &Path) -> Result<Plan, PlanError> {
+    load_with(path, false)
+}
+
+/// [`load`], for a run whose Redis comes from the command line (`--redis-url`): then the
+/// plan's Redis steps need no `redis_url` of their own.
+pub fn load_with(path: &Path, redis_given: bool) -> Result<Plan, PlanError> {
     let file = path.display().to_string();
     let source = crate::files::read_text(path, crate::files::PLAN_LIMIT).map_err(|e| PlanError {
         file: file.clone(),
@@ -204,17 +213,33 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plan".into());
-    parse(&source, &file, &stem)
+    let loc = Loc {
+        source: &source,
+        file: &file,
+        redis_given,
+    };
+    loc.parse(&stem)
 }
 
 /// Parses and validates plan text. `file` is used in messages; `default_name` names an unnamed plan.
 pub fn parse(source: &str, file: &str, default_name: &str) -> Result<Plan, PlanError> {
-    let loc = Loc { source, file };
-    let mut doc = DeTable::parse(source).map_err(|e| loc.toml_error(&e))?;
-    // `[[steps]]` tables are read by their kinds, each with its own raw type.
-    let steps = doc.get_mut().remove("steps");
-    let raw = RawPlan::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| loc.toml_error(&e))?;
-    loc.plan(raw, steps, default_name)
+    Loc {
+        source,
+        file,
+        redis_given: false,
+    }
+    .parse(default_name)
+}
+
+impl Loc<'_> {
+    fn parse(&self, default_name: &str) -> Result<Plan, PlanError> {
+        let (loc, source) = (self, self.source);
+        let mut doc = DeTable::parse(source).map_err(|e| loc.toml_error(&e))?;
+        // `[[steps]]` tables are read by their kinds, each with its own raw type.
+        let steps = doc.get_mut().remove("steps");
+        let raw = RawPlan::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| loc.toml_error(&e))?;
+        loc.plan(raw, steps, default_name)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,6 +275,7 @@ struct RawTarget {
     servers: Option<Spanned<Vec<Spanned<String>>>>,
     protocol: Option<Spanned<String>>,
     dialect: Option<Spanned<crate::dialect::Overrides>>,
+    allow_eviction: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +304,8 @@ struct RawTestbed {
 pub(crate) struct Loc<'a> {
     pub(crate) source: &'a str,
     pub(crate) file: &'a str,
+    /// The run's Redis comes from the command line: Redis steps need no `redis_url`.
+    pub(crate) redis_given: bool,
 }
 
 impl Loc<'_> {
@@ -302,8 +330,12 @@ impl Loc<'_> {
         let name = match raw.name {
             Some(n) => {
                 let v = n.get_ref().trim();
-                if v.is_empty() || v.len() > 128 {
-                    return Err(self.err(n.span(), "name", "must be 1 to 128 characters"));
+                if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+                    return Err(self.err(
+                        n.span(),
+                        "name",
+                        "must be 1 to 128 characters, none of them a control character",
+                    ));
                 }
                 v.to_owned()
             }
@@ -344,12 +376,17 @@ impl Loc<'_> {
         let faults = self.faults(raw.faults)?;
         let mut steps: Vec<Step> = Vec::with_capacity(steps_raw.len());
         let mut names: HashSet<String> = HashSet::new();
+        let mut next_suffix: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (i, s) in steps_raw.into_iter().enumerate() {
             let (step, explicit) = step::parse(self, i, s, run.step_timeout, &faults)?;
             let name = match explicit {
                 Some((n, nspan)) => {
-                    if n.is_empty() || n.len() > 64 {
-                        return Err(self.err(nspan, format!("steps[{i}].name"), "must be 1 to 64 characters"));
+                    if n.is_empty() || n.len() > 64 || n.chars().any(char::is_control) {
+                        return Err(self.err(
+                            nspan,
+                            format!("steps[{i}].name"),
+                            "must be 1 to 64 characters, none of them a control character",
+                        ));
                     }
                     if !names.insert(n.clone()) {
                         return Err(self.err(
@@ -361,13 +398,20 @@ impl Loc<'_> {
                     n
                 }
                 None => {
+                    // Each kind's next free suffix is remembered: naming n unnamed steps of
+                    // one kind costs O(n), not O(n²).
                     let base = step.spec.kind();
-                    let mut n = base.to_owned();
-                    let mut k = 2;
+                    let k = next_suffix.entry(base).or_insert(1);
+                    let mut n = if *k == 1 {
+                        base.to_owned()
+                    } else {
+                        format!("{base}-{k}")
+                    };
                     while names.contains(&n) {
+                        *k += 1;
                         n = format!("{base}-{k}");
-                        k += 1;
                     }
+                    *k += 1;
                     names.insert(n.clone());
                     n
                 }
@@ -379,6 +423,7 @@ impl Loc<'_> {
         }
         if target.redis_url.is_none()
             && !testbed_redis
+            && !self.redis_given
             && let Some(step) = steps.iter().find(|s| s.spec.uses_redis())
         {
             let what = if target_given { "target.redis_url" } else { "target" };
@@ -549,7 +594,7 @@ impl Loc<'_> {
                     "target.redis_url",
                     format!(
                         "`{}` conflicts with [testbed] redis = true, which starts its own Redis: remove one of them",
-                        u.get_ref()
+                        crate::fmt::redact_url(u.get_ref())
                     ),
                 ));
             }
@@ -590,6 +635,7 @@ impl Loc<'_> {
                 }
             },
         };
+        let allow_eviction = raw.as_ref().and_then(|t| t.allow_eviction).unwrap_or(false);
         let dialect = match raw.and_then(|t| t.dialect) {
             None => crate::dialect::Overrides::default(),
             Some(d) => {
@@ -628,6 +674,7 @@ impl Loc<'_> {
                 servers,
                 protocol,
                 dialect,
+                allow_eviction,
             },
             span,
         ))
@@ -706,11 +753,17 @@ pub fn check_server_url(v: &str) -> Result<(), String> {
 /// Checks that `v` is a Redis URL the agents can use: `redis://`, `rediss://` with a host, or a
 /// unix socket URL with a path.
 pub fn check_redis_url(v: &str) -> Result<(), String> {
-    let bad = |why: String| format!("`{v}` is not a Redis URL: {why}");
+    let bad = |why: String| format!("`{}` is not a Redis URL: {why}", crate::fmt::redact_url(v));
     let parsed = url::Url::parse(v).map_err(|e| bad(e.to_string()))?;
     match parsed.scheme() {
         "redis" | "rediss" if parsed.host_str().is_none_or(str::is_empty) => Err(bad("it has no host".into())),
-        "redis" | "rediss" => Ok(()),
+        "redis" | "rediss" => match parsed.path().trim_start_matches('/') {
+            "" => Ok(()),
+            db if db.parse::<u32>().is_ok() => Ok(()),
+            db => Err(bad(format!(
+                "the database `/{db}` is not a number (redis://HOST:PORT/0)"
+            ))),
+        },
         "redis+unix" | "unix" if parsed.path().is_empty() => Err(bad("it has no socket path".into())),
         "redis+unix" | "unix" => Ok(()),
         other => Err(bad(format!(

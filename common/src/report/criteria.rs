@@ -52,12 +52,7 @@ pub struct Overall {
 /// Every declared criterion, in the report's order, judged on each step of its kind on its own
 /// (a step that produced no result FAILs with "no data"); a criterion no step of the plan
 /// measures is one "not measured" row. Then the run's own: keys left under the run prefix.
-pub fn evaluate(
-    steps: &[StepReport],
-    thresholds: &Criteria,
-    leftover: Option<u64>,
-    redis_used: bool,
-) -> Vec<CriterionResult> {
+pub fn evaluate(steps: &[StepReport], thresholds: &Criteria, checks: &RunChecks<'_>) -> Vec<CriterionResult> {
     let mut out = Vec::new();
     for def in crate::workloads::criteria() {
         let threshold = thresholds.threshold(def);
@@ -98,15 +93,71 @@ pub fn evaluate(
         "Keys left under the run prefix",
         None,
         "= 0".to_owned(),
-        match leftover {
-            Some(n) => Some((n.to_string(), n == 0)),
+        match (checks.leftover, checks.sweep_error) {
+            (Some(n), _) => Some((n.to_string(), n == 0)),
             // Keys were written and nobody could count what is left: not a pass.
-            None if redis_used => Some(("not checked: the sweep could not reach Redis".to_owned(), false)),
-            None => None,
+            (None, Some(why)) => Some((format!("unknown: the sweep failed because {why}"), false)),
+            (None, None) if checks.redis_used => Some(("unknown: the sweep did not run".to_owned(), false)),
+            (None, None) => None,
         },
         "suite",
     ));
+    if let Some(e) = checks.evictions {
+        out.push(result(
+            "no_evictions",
+            "Keys evicted by Redis during the run",
+            None,
+            "= 0".to_owned(),
+            Some(eviction_verdict(e)),
+            "suite",
+        ));
+    }
     out
+}
+
+/// What the run checks besides the steps' criteria.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunChecks<'a> {
+    /// Keys found under the run prefix after the run.
+    pub leftover: Option<u64>,
+    /// Why they could not be counted.
+    pub sweep_error: Option<&'a str>,
+    pub evictions: Option<&'a super::Evictions>,
+    pub redis_used: bool,
+}
+
+/// "0", or the count with the steps that evicted; a step whose counter could not be read fails
+/// the criterion as unchecked.
+fn eviction_verdict(e: &super::Evictions) -> (String, bool) {
+    let evicting: Vec<String> = e
+        .by_step
+        .iter()
+        .filter_map(|s| {
+            s.evicted_keys
+                .filter(|n| *n > 0)
+                .map(|n| format!("{n} during `{}`", s.step))
+        })
+        .collect();
+    let unchecked: Vec<String> = e
+        .by_step
+        .iter()
+        .filter_map(|s| s.unchecked.as_ref().map(|why| format!("`{}`: {why}", s.step)))
+        .collect();
+    let total = e.total();
+    if total > 0 {
+        (
+            format!(
+                "{total} (maxmemory-policy {}: {}) — keys outside the run may be gone",
+                e.policy,
+                evicting.join(", ")
+            ),
+            false,
+        )
+    } else if !unchecked.is_empty() {
+        (format!("not checked for {}", unchecked.join("; ")), false)
+    } else {
+        ("0".to_owned(), true)
+    }
 }
 
 /// A step that produced no result, as the measured text of its criteria.
@@ -346,12 +397,59 @@ mod tests {
     }
 
     #[test]
+    fn evictions_and_an_unknown_sweep_fail() {
+        let mut e = super::super::Evictions {
+            policy: "allkeys-lru".into(),
+            maxmemory_bytes: 1 << 20,
+            allowed: true,
+            by_step: vec![super::super::StepEvictions {
+                step: "mem".into(),
+                evicted_keys: Some(0),
+                unchecked: None,
+            }],
+        };
+        assert!(e.can_evict());
+        assert_eq!(eviction_verdict(&e), ("0".to_owned(), true));
+        e.by_step[0].evicted_keys = Some(15_556);
+        let (shown, ok) = eviction_verdict(&e);
+        assert!(
+            !ok && shown.starts_with("15556 (maxmemory-policy allkeys-lru: 15556 during `mem`)"),
+            "{shown}"
+        );
+        e.by_step[0] = super::super::StepEvictions {
+            step: "mem".into(),
+            evicted_keys: None,
+            unchecked: Some("INFO failed".into()),
+        };
+        assert_eq!(
+            eviction_verdict(&e),
+            ("not checked for `mem`: INFO failed".to_owned(), false)
+        );
+        let checks = RunChecks {
+            sweep_error: Some("Redis did not answer within 5 s"),
+            redis_used: true,
+            ..RunChecks::default()
+        };
+        let got = evaluate(&[], &Criteria::default(), &checks);
+        let left = got.iter().find(|c| c.id == "leftover_keys").unwrap();
+        assert_eq!(left.status, CriterionStatus::Fail);
+        assert_eq!(
+            left.measured.as_deref(),
+            Some("unknown: the sweep failed because Redis did not answer within 5 s")
+        );
+    }
+
+    #[test]
     fn each_step_is_judged_on_its_own_and_a_step_without_data_fails() {
+        let checks = RunChecks {
+            leftover: Some(0),
+            ..RunChecks::default()
+        };
         let steps = [
             step("good", Some(sync_figures()), None),
             step("dead", None, Some("server unreachable")),
         ];
-        let got = evaluate(&steps, &Criteria::default(), Some(0), false);
+        let got = evaluate(&steps, &Criteria::default(), &checks);
         let conv: Vec<_> = got.iter().filter(|c| c.id == "sync_convergence").collect();
         assert_eq!(conv.len(), 2);
         assert_eq!(conv[0].name, "Session sync: convergence · good");
@@ -369,11 +467,7 @@ mod tests {
         let (overall, _) = overall_rating(&steps, &got, true);
         assert_eq!(overall.rating, Rating::NeedsImprovement);
         assert_eq!(overall.failed_criteria.len(), 3, "{:?}", overall.failed_criteria);
-        let (overall, _) = overall_rating(
-            &steps[..1],
-            &evaluate(&steps[..1], &Criteria::default(), Some(0), false),
-            true,
-        );
+        let (overall, _) = overall_rating(&steps[..1], &evaluate(&steps[..1], &Criteria::default(), &checks), true);
         assert!(overall.failed_criteria.is_empty(), "{:?}", overall.failed_criteria);
         // No test of the document ran: its scoring rates nothing; the criteria decide.
         assert_eq!((overall.max_score, overall.document_rating), (0, Rating::NotRated));

@@ -303,7 +303,7 @@ fn overview(r: &Report, o: &mut dyn Write) -> fmt::Result {
         r.overall.percentage,
         esc(r.overall.document_rating.as_str()),
         r.criteria.len() - passed - failed,
-        r.leftover_keys.map_or_else(|| "not checked".into(), |n| n.to_string()),
+        r.leftover_keys.map_or_else(|| "unknown".into(), |n| n.to_string()),
         esc(&r.target.run_prefix)
     )?;
     Ok(())

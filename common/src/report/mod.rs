@@ -18,11 +18,18 @@ use serde::Serialize;
 
 pub use self::criteria::{CriterionResult, CriterionStatus, Overall};
 pub use self::junit::render_junit;
-pub use self::record::{AgentRow, AgentStepFigures, RunRecord, RunStatus, StepRecord, TimelineBuilder, TimelinePoint};
+pub use self::record::{
+    AgentRow, AgentStepFigures, Evictions, RunRecord, RunStatus, StepEvictions, StepRecord, TimelineBuilder,
+    TimelinePoint,
+};
 pub use self::text::render_text;
 pub use crate::fmt::{group, redact_url};
 use crate::workload::FigureCx;
 pub use crate::workloads::Figures;
+
+/// Counter prefix an agent records when it could not delete the keys a step wrote
+/// (`cleanup_error:<why>`); the report names the step and the reason.
+pub const CLEANUP_ERROR: &str = "cleanup_error:";
 
 /// Bumped when a field of the JSON report changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 3;
@@ -40,6 +47,11 @@ pub struct Report {
     pub agents: Vec<AgentRow>,
     pub steps: Vec<StepReport>,
     pub leftover_keys: Option<u64>,
+    /// Why the keys left could not be counted (the sweep failed): then they are unknown.
+    pub sweep_error: Option<String>,
+    /// The target Redis's eviction policy and the keys it evicted during each step (`None`:
+    /// no step used Redis).
+    pub evictions: Option<Evictions>,
     pub criteria: Vec<CriterionResult>,
     pub overall: Overall,
     pub recommendations: Vec<String>,
@@ -118,11 +130,25 @@ impl Report {
         let mut agents = record.agents;
         let cpu_bound = agent_maxima(&mut agents, &steps);
         let redis_used = record.steps.iter().any(|s| s.step.spec.uses_redis());
-        let criteria = criteria::evaluate(&steps, &record.criteria, record.leftover_keys, redis_used);
+        let checks = criteria::RunChecks {
+            leftover: record.leftover_keys,
+            sweep_error: record.sweep_error.as_deref(),
+            evictions: record.evictions.as_ref(),
+            redis_used,
+        };
+        let criteria = criteria::evaluate(&steps, &record.criteria, &checks);
         let complete = matches!(record.status, RunStatus::Complete);
         let (overall, overall_note) = criteria::overall_rating(&steps, &criteria, complete);
         notes.extend(overall_note);
         let mut recommendations = recommendations(&steps);
+        for s in &record.steps {
+            for (why, agents) in crate::workloads::band::reasons(&s.merged, CLEANUP_ERROR) {
+                recommendations.push(format!(
+                    "Step `{}`: {agents} agent(s) could not delete the keys they wrote ({why}); the coordinator's sweep counted and deleted what was left (see CLEANUP)",
+                    s.step.name
+                ));
+            }
+        }
         recommendations.extend(cpu_bound);
         Report {
             schema_version: SCHEMA_VERSION,
@@ -142,6 +168,8 @@ impl Report {
             agents,
             steps,
             leftover_keys: record.leftover_keys,
+            sweep_error: record.sweep_error,
+            evictions: record.evictions,
             criteria,
             overall,
             recommendations,

@@ -24,6 +24,43 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
     /// Keys found under the run prefix after the run (SCAN), before the coordinator swept them.
     pub leftover_keys: Option<u64>,
+    /// Why the sweep could not count them (with `leftover_keys` None while Redis was used).
+    pub sweep_error: Option<String>,
+    /// The target Redis's eviction setting and what it evicted during the run.
+    pub evictions: Option<Evictions>,
+}
+
+/// What the target Redis evicted while the run wrote to it: `maxmemory-policy` and `maxmemory`
+/// read before the first step, `evicted_keys` (INFO stats) before and after every step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+pub struct Evictions {
+    pub policy: String,
+    /// 0: no limit (nothing is ever evicted).
+    pub maxmemory_bytes: u64,
+    /// The plan accepted a policy that can evict other keys (`[target] allow_eviction`).
+    pub allowed: bool,
+    /// Keys Redis evicted while each step ran (`evicted_keys` after − before), by step.
+    pub by_step: Vec<StepEvictions>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+pub struct StepEvictions {
+    pub step: String,
+    /// `None`: the counter could not be read around this step (`unchecked` says why).
+    pub evicted_keys: Option<u64>,
+    pub unchecked: Option<String>,
+}
+
+impl Evictions {
+    /// Whether this setting lets Redis evict keys the run did not write: any policy but
+    /// `noeviction` once `maxmemory` is set (`volatile-*` evicts others' keys with a TTL).
+    pub fn can_evict(&self) -> bool {
+        self.maxmemory_bytes > 0 && self.policy != "noeviction"
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_step.iter().filter_map(|s| s.evicted_keys).sum()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]

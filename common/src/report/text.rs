@@ -4,7 +4,7 @@
 use std::fmt::{self, Write};
 
 use super::{CriterionStatus, Report, RunStatus, StepReport};
-use crate::fmt::truncate;
+use crate::fmt::{group, truncate};
 use crate::workload::{Rating, Section};
 
 /// The report as the document prints it, followed by what the document lacks.
@@ -232,10 +232,39 @@ fn cleanup(r: &Report, w: &mut dyn Write) -> fmt::Result {
         None => {
             writeln!(
                 w,
-                "   ❌ Keys under {}* not checked: the sweep did not reach Redis",
-                r.target.run_prefix
+                "   ❌ Keys left under {}*: unknown: the sweep failed because {}",
+                r.target.run_prefix,
+                r.sweep_error.as_deref().unwrap_or("it did not run")
             )?;
         }
+    }
+    if let Some(e) = &r.evictions {
+        let setting = if e.maxmemory_bytes == 0 {
+            format!("maxmemory-policy {}, no maxmemory: nothing can be evicted", e.policy)
+        } else {
+            format!(
+                "maxmemory-policy {} at maxmemory {} bytes{}",
+                e.policy,
+                group(e.maxmemory_bytes as f64),
+                if e.allowed && e.can_evict() {
+                    " (accepted by [target] allow_eviction)"
+                } else {
+                    ""
+                }
+            )
+        };
+        let total = e.total();
+        let unchecked = e.by_step.iter().filter(|s| s.unchecked.is_some()).count();
+        writeln!(
+            w,
+            "   {}Keys evicted by Redis during the run: {total}{} ({setting})",
+            if total > 0 || unchecked > 0 { "❌ " } else { "" },
+            if unchecked > 0 {
+                format!(", {unchecked} step(s) not checked")
+            } else {
+                String::new()
+            }
+        )?;
     }
     Ok(())
 }

@@ -151,7 +151,8 @@ fn op_figures(m: &MetricSet, op: &str) -> OpFigures {
         } else {
             0.0
         },
-        rating: latency_rating(avg_ms),
+        // No operation succeeded: nothing to rate (a failure never reads as "Excellent").
+        rating: if ok == 0 { Rating::NotRated } else { latency_rating(avg_ms) },
         latency_us: h,
         cpu_us_per_op: m
             .gauge(&n::cpu_us(op))
@@ -195,6 +196,15 @@ impl Workload for RedisBasicOps {
     }
 
     fn measure(f: &RedisBasicOpsFigures, _id: &str) -> Option<Measure> {
+        // Failed operations fail the criterion: a rate measured on the survivors is no pass.
+        if let Some(o) = f.operations.iter().find(|o| o.errors > 0) {
+            return Some(Measure::Failed(format!(
+                "{} of {} {} operations failed",
+                group(o.errors as f64),
+                group(o.iterations as f64),
+                o.op.to_uppercase()
+            )));
+        }
         f.operations
             .iter()
             .filter(|o| o.op != "del")
@@ -302,6 +312,24 @@ mod tests {
     use super::*;
     use crate::metrics::GaugeMerge;
     use crate::plan::Criteria;
+
+    #[test]
+    fn failed_operations_are_never_rated_and_fail_the_criterion() {
+        let mut m = MetricSet::new();
+        m.add_counter(&n::errors("set"), 1000);
+        let f = op_figures(&m, "set");
+        assert_eq!((f.ok, f.errors, f.rating), (0, 1000, Rating::NotRated));
+        let figures = RedisBasicOpsFigures {
+            payload_bytes: 0,
+            agents: 1,
+            connections: 1,
+            operations: vec![f],
+        };
+        assert_eq!(
+            RedisBasicOps::measure(&figures, "redis_ops"),
+            Some(Measure::Failed("1,000 of 1,000 SET operations failed".into()))
+        );
+    }
 
     #[test]
     fn the_documents_rate_is_per_client_and_throughput_is_over_wall_time() {

@@ -374,7 +374,8 @@ async fn connect(url: &str, timeout: Duration, tls: Option<&ClientTls>) -> Resul
                     last = format!("{last}: {s}");
                     source = s.source();
                 }
-                if tokio::time::Instant::now() + delay > deadline {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
                     return Err(AgentError::Unreachable {
                         url: url.to_owned(),
                         secs: timeout.as_secs(),
@@ -382,7 +383,8 @@ async fn connect(url: &str, timeout: Duration, tls: Option<&ClientTls>) -> Resul
                     });
                 }
                 debug!(%url, error = %last, "coordinator not reachable yet; retrying");
-                tokio::time::sleep(delay).await;
+                // The whole --connect-timeout is used: the last wait ends at the deadline.
+                tokio::time::sleep(delay.min(deadline - now)).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }

@@ -27,6 +27,20 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Memory the host can still give without swapping, in bytes (`MemAvailable`).
+pub fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

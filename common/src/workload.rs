@@ -59,6 +59,11 @@ pub trait Workload: Sized + Clone + fmt::Debug + PartialEq + Serialize + Deseria
     fn requires(&self, _dialect: &crate::dialect::Dialect) -> Result<(), String> {
         Ok(())
     }
+    /// Whether `agents` agents can hold this step within their budget (members per agent); the
+    /// reason when not: the step is then refused before loading.
+    fn fits(&self, _agents: u32) -> Result<(), String> {
+        Ok(())
+    }
     /// The dialect this step found the servers to speak (the conformance probe), from its merged
     /// metrics; later Socket.IO steps then rely on it.
     fn concluded(&self, _m: &MetricSet) -> Option<crate::dialect::Dialect> {

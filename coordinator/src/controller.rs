@@ -279,12 +279,22 @@ impl<'a> Controller<'a> {
 
     /// Runs one step on every live agent and returns what it recorded.
     pub async fn run_step(&mut self, step_index: u32, step: &Step) -> StepRecord {
-        if step.spec.uses_servers()
-            && let Err(why) = step.spec.requires(&self.dialect)
-        {
+        let agents = if step.spec.single_agent() {
+            1
+        } else {
+            self.alive().count() as u32
+        };
+        let refusal = match step.spec.fits(agents) {
+            Err(why) => Some(why),
+            Ok(()) if step.spec.uses_servers() => step.spec.requires(&self.dialect).err(),
+            Ok(()) => None,
+        };
+        if let Some(why) = refusal {
             warn!(step = %step.name, "refused before loading: {why}");
             let mut record = StepRecord::new(step, now_unix_ns());
-            record.dialect = Some(self.dialect.clone());
+            if step.spec.uses_servers() {
+                record.dialect = Some(self.dialect.clone());
+            }
             record
                 .failures
                 .push(("coordinator".to_owned(), format!("refused before loading: {why}")));
@@ -512,7 +522,10 @@ impl<'a> Controller<'a> {
                 }
                 Err(e) => record.failures.push((id, e)),
             },
-            Some(pb::step_result::Outcome::Failure(f)) => record.failures.push((id, f.message)),
+            // An agent's words reach terminals and the report: printable and bounded.
+            Some(pb::step_result::Outcome::Failure(f)) => record
+                .failures
+                .push((id, bandsync_common::fmt::printable(&f.message, 1_000))),
             None => record.failures.push((id, "empty result".into())),
         }
     }

@@ -266,18 +266,7 @@ async fn preflight(
     config: &RunConfig,
     redis_url: &str,
 ) -> Result<Option<redis::aio::MultiplexedConnection>, CoordinatorError> {
-    if let Some(step) = plan.steps.iter().find(|s| {
-        s.spec
-            .hooks()
-            .fault
-            .is_some_and(|f| f.mode == bandsync_common::plan::FaultMode::Restart)
-    }) && config.redis_control.is_none()
-    {
-        return Err(CoordinatorError::Usage(format!(
-            "step `{}` restarts Redis: only the testbed's own redis-server can be restarted ([testbed] redis = true, no --redis-url)",
-            step.name
-        )));
-    }
+    restart_needs_testbed(plan, config.redis_control.is_some())?;
     let uses_redis = plan.steps.iter().any(|s| s.spec.uses_redis());
     let redis = if uses_redis {
         let mut con = target::connect(redis_url).await?;
@@ -544,6 +533,23 @@ struct Settled {
     token: Option<String>,
 }
 
+/// A step that restarts Redis needs the testbed's own redis-server (`owned`).
+fn restart_needs_testbed(plan: &Plan, owned: bool) -> Result<(), CoordinatorError> {
+    if let Some(step) = plan.steps.iter().find(|s| {
+        s.spec
+            .hooks()
+            .fault
+            .is_some_and(|f| f.mode == bandsync_common::plan::FaultMode::Restart)
+    }) && !owned
+    {
+        return Err(CoordinatorError::Usage(format!(
+            "step `{}` restarts Redis: only the testbed's own redis-server can be restarted ([testbed] redis = true, no --redis-url)",
+            step.name
+        )));
+    }
+    Ok(())
+}
+
 /// Applies the command-line overrides to `plan` and checks every usage rule; starts nothing.
 fn settle(plan: &mut Plan, opts: &Launch) -> Result<Settled, CoordinatorError> {
     if let Some(n) = opts.local_agents
@@ -562,6 +568,8 @@ fn settle(plan: &mut Plan, opts: &Launch) -> Result<Settled, CoordinatorError> {
             .map_err(|e| CoordinatorError::Usage(format!("--redis-url: {e}")))?;
         plan.target.redis_url = Some(url.clone());
     }
+    // The launch starts a private Redis exactly when the plan names none.
+    restart_needs_testbed(plan, plan.target.redis_url.is_none())?;
     let expected = match opts.agents.or(plan.run.agents) {
         Some(n) if n < local_agents => {
             return Err(CoordinatorError::Usage(format!(

@@ -179,6 +179,34 @@ fn too_few_agents_exit_3_with_a_clear_error() {
     assert!(stderr.contains("only 1 of 2 agents joined within 3 s"), "{stderr}");
 }
 
+/// `--connect-timeout` is used whole: the agent keeps trying until it has passed (it once gave
+/// up at half of it, when the next back-off step did not fit).
+#[test]
+fn an_agent_tries_the_coordinator_for_its_whole_connect_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = std::time::Instant::now();
+    let out = Command::new(agent_bin())
+        .args([
+            "--coordinator",
+            &format!("http://127.0.0.1:{port}"),
+            "--connect-timeout",
+            "3s",
+            "--once",
+        ])
+        .output()
+        .unwrap();
+    let waited = start.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out).1);
+    assert!(
+        waited >= Duration::from_millis(2_900) && waited < Duration::from_secs(10),
+        "gave up after {waited:?}"
+    );
+}
+
 /// A password in a Redis URL never reaches a message: plan validation, the testbed conflict,
 /// `--redis-url` (also `?pass=` of a unix socket URL), the unreachable target, the server.
 #[test]
@@ -269,6 +297,27 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--local-agents 65: at most 64"), "{stderr}");
     assert!(!stderr.contains("started"), "{stderr}");
+
+    // A plan that restarts Redis cannot use --redis-url: refused before the testbed starts.
+    let out = coordinator()
+        .args([
+            "run",
+            repo("plans/seed.toml").to_str().unwrap(),
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("restarts Redis: only the testbed's own redis-server"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("redis-server started") && !stderr.contains("local agent"),
+        "{stderr}"
+    );
 
     // A Redis URL whose database is not a number is refused when the plan is read.
     let dir = tempfile::tempdir().unwrap();

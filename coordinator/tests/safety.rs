@@ -211,3 +211,27 @@ async fn an_agent_id_with_escapes_and_megabytes_is_printed_clean_and_bounded() {
     let json = serde_json::to_string(&report).unwrap();
     assert!(json.len() < 200_000, "{} bytes", json.len());
 }
+
+/// A band too big for the agents that joined is refused before loading, naming the budget:
+/// nothing is allocated, nobody connects, exit 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_band_over_the_per_agent_budget_is_refused_before_loading() {
+    let redis = RedisServer::start().await.unwrap();
+    let servers = support::start_servers(&redis.url(), 1).await;
+    let mut plan = plan::parse(
+        "[run]\nprobe = false\n[[steps]]\nname = \"big\"\nkind = \"session_sync\"\nsessions = 25\nmembers = 1000\n",
+        "p.toml",
+        "p",
+    )
+    .unwrap();
+    plan.target.servers = servers.urls.clone();
+    let report = run_plan(&plan, 1, "budget").await;
+    let step = &report.steps[0];
+    let failure = &step.failures[0].message;
+    assert!(
+        failure.starts_with("refused before loading: 25,000 members over 1 agent(s) is 25,000 per agent; at most 20,000 per agent: add agents (at least 2)"),
+        "{failure}"
+    );
+    assert!(step.agents_sent.is_empty());
+    assert_eq!(report.exit_code(), 3);
+}

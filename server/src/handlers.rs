@@ -195,6 +195,7 @@ pub(crate) async fn execute(
             Ok(Stored { session, version }) => {
                 cached.session = session;
                 cached.version = version;
+                cached.epoch = app.store.outage_count();
             }
             Err(e) => redis_failed(app, &e),
         }
@@ -234,19 +235,28 @@ pub(crate) async fn execute(
         {
             Ok(Cas::Written) => {
                 cached.version = new_version;
+                cached.epoch = app.store.outage_count();
                 cached.dirty = false;
                 cached.dirty_control = false;
                 break;
             }
             Ok(Cas::Conflict(stored)) => {
                 app.counters.cas_conflicts.fetch_add(1, Ordering::Relaxed);
-                if stored.version == 0 && cached.session.is_some() && cached.version > 0 {
-                    // Redis lost the session (restarted empty): rebuild it from what we know.
+                // Missing since an outage: Redis lost the session (restarted empty), rebuild it
+                // from what we know. Missing without one: a peer deleted it when its last
+                // member left; what we cached is gone, and rebuilding it would bring departed
+                // members back as ghosts.
+                if stored.version == 0
+                    && cached.session.is_some()
+                    && cached.version > 0
+                    && cached.epoch != app.store.outage_count()
+                {
                     expected = 0;
                     continue;
                 }
                 cached.session = stored.session;
                 cached.version = stored.version;
+                cached.epoch = app.store.outage_count();
                 expected = stored.version;
             }
             Err(e) if !Store::is_outage(&e) && timeouts < 2 => {
@@ -258,6 +268,7 @@ pub(crate) async fn execute(
                     Ok(stored) if stored.version > 0 || cached.session.is_none() => {
                         cached.session = stored.session;
                         cached.version = stored.version;
+                        cached.epoch = app.store.outage_count();
                         expected = stored.version;
                     }
                     Ok(_) => expected = 0,

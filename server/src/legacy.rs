@@ -100,6 +100,8 @@ impl Legacy {
 pub async fn serve(cfg: ServerConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
     let (layer, io) = SocketIo::builder()
         .max_payload(cfg.max_payload)
+        .ws_max_message_size(cfg.max_payload as usize)
+        .ws_max_frame_size(cfg.max_payload as usize)
         .max_buffer_size(1024)
         .build_layer();
     let app = Arc::new(Legacy {

@@ -149,6 +149,10 @@ struct Cached {
     /// Of those changes, playback/tempo/leader ones: then those fields are ours at write-back.
     /// A member joining or leaving here claims only its own membership, never the controls.
     dirty_control: bool,
+    /// The store's outage count when `version` was last agreed with Redis: a session missing
+    /// from Redis since an outage was lost by Redis (rebuild it); one missing without an outage
+    /// in between was deleted by a peer when its last member left (never resurrect it).
+    epoch: u64,
 }
 
 #[derive(Default)]
@@ -219,6 +223,10 @@ pub async fn serve(cfg: ServerConfig, listener: TcpListener, shutdown: Cancellat
     })?;
     let (layer, io) = SocketIo::builder()
         .max_payload(cfg.max_payload)
+        // The same bound on websocket messages (the default is 64 MiB): a larger one closes
+        // that connection.
+        .ws_max_message_size(cfg.max_payload as usize)
+        .ws_max_frame_size(cfg.max_payload as usize)
         .max_buffer_size(1024)
         .build_layer();
     let app = Arc::new(App {

@@ -102,6 +102,7 @@ pub(crate) async fn catch_up(app: &Arc<App>) {
         app.counters.caught_up.fetch_add(1, Ordering::Relaxed);
         cached.session = Some(session.clone());
         cached.version = stored.version;
+        cached.epoch = app.store.outage_count();
         emit_local(
             app,
             &session_id,
@@ -168,6 +169,7 @@ pub(crate) async fn write_back(app: &Arc<App>, session_id: &str, entry: &Arc<Ent
     if let Some((merged, version)) = written {
         cached.session = Some(merged.clone());
         cached.version = version;
+        cached.epoch = app.store.outage_count();
         cached.dirty = false;
         cached.dirty_control = false;
         drop(cached);
@@ -243,6 +245,7 @@ pub(crate) async fn on_relay(app: &Arc<App>, relay: Relay) {
     app.counters.relayed_in.fetch_add(1, Ordering::Relaxed);
     cached.session = relay.session.clone();
     cached.version = relay.version;
+    cached.epoch = app.store.outage_count();
     if let Some(s) = &relay.session {
         emit_local(app, &relay.session_id, "snapshot", &s.snapshot(relay.version, now_ms())).await;
         app.counters.snapshots.fetch_add(1, Ordering::Relaxed);

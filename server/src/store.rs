@@ -102,6 +102,11 @@ impl Store {
         self.up.load(Ordering::Acquire)
     }
 
+    /// Outages seen so far (each up → down transition).
+    pub fn outage_count(&self) -> u64 {
+        self.outages.load(Ordering::Acquire)
+    }
+
     /// Records that Redis answered; true if it was down before (time to write back).
     pub fn mark_up(&self) -> bool {
         !self.up.swap(true, Ordering::AcqRel)

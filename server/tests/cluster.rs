@@ -450,6 +450,60 @@ async fn redis_outage_degrades_gracefully_and_heals_into_an_empty_redis() {
         .await;
 }
 
+/// The last member leaving on one instance while another joins on the other leaves no ghost:
+/// the joiner's instance must not rebuild the deleted session from its cache (that brought the
+/// departed member back, with a socket that no longer exists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_racing_the_last_leave_on_another_instance_leaves_no_ghost() {
+    let c = Cluster::start().await;
+    let mut ghosts = Vec::new();
+    for trial in 0..40 {
+        let session = format!("ghost{trial}");
+        let mut last = Member::connect(&c.b.url).await;
+        last.join(&session, "last").await;
+        let joiner = Member::connect(&c.a.url).await;
+        // The joiner's instance reads the session (with `last` in it) while `last` leaves.
+        let join = joiner
+            .client
+            .emit("join_session", json!({"sessionId": session, "displayName": "joiner"}));
+        let leave = last.client.disconnect();
+        let (j, _) = tokio::join!(join, leave);
+        j.expect("join emitted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some((_, data)) = c.stored(&session).await
+            && data.to_string().contains("\"last\"")
+        {
+            ghosts.push(trial);
+        }
+        let _ = joiner.client.disconnect().await;
+    }
+    assert!(ghosts.is_empty(), "the departed member stayed in trials {ghosts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_websocket_message_over_16_kib_closes_that_connection_only() {
+    let c = Cluster::start().await;
+    let mut m = Member::connect(&c.a.url).await;
+    m.join("s16", "big").await;
+    let _ = m
+        .client
+        .emit("sync_request", json!({"sessionId": "s16", "pad": "x".repeat(40_000)}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    m.drain();
+    // The connection is gone: a small request gets no answer.
+    let _ = m.client.emit("sync_request", json!({"sessionId": "s16"})).await;
+    assert!(
+        m.until("sync_response", Duration::from_millis(1500), |_| true)
+            .await
+            .is_none(),
+        "the server kept a connection that sent a 40 KB message"
+    );
+    // The server itself is fine.
+    let mut other = Member::connect(&c.a.url).await;
+    other.join("s16b", "small").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_payloads_are_rejected_with_their_code_and_change_nothing() {
     let c = Cluster::start().await;

@@ -17,6 +17,49 @@ pub struct Band {
     pub settle: Duration,
 }
 
+/// Most members a plan's band may place in all (sessions × members).
+pub const MAX_MEMBERS_IN_ALL: u64 = 1_000_000;
+/// Most members one agent is given: at the measured 38–41 KiB each (README, benchmarks) this is
+/// under 1 GiB of agent memory.
+pub const MAX_MEMBERS_PER_AGENT: u64 = 20_000;
+/// The memory an agent sets aside per member when it checks its own budget (measured 38–41 KiB
+/// on websocket, with headroom for big snapshots).
+pub const MEMBER_BUDGET_BYTES: u64 = 64 * 1024;
+
+/// Refuses a band bigger than [`MAX_MEMBERS_IN_ALL`], naming both fields.
+pub fn check_size(sessions: u64, members: u32, cx: &crate::plan::StepCx<'_>) -> Result<(), crate::plan::PlanError> {
+    let total = sessions.saturating_mul(u64::from(members));
+    if total > MAX_MEMBERS_IN_ALL {
+        return Err(cx.err(
+            cx.span(),
+            "sessions",
+            format!(
+                "sessions × members = {} members in all; at most {} (and {} per agent): lower sessions or members",
+                crate::fmt::group(total as f64),
+                crate::fmt::group(MAX_MEMBERS_IN_ALL as f64),
+                crate::fmt::group(MAX_MEMBERS_PER_AGENT as f64)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a band that would give one of `agents` agents more than [`MAX_MEMBERS_PER_AGENT`].
+pub fn check_per_agent(sessions: u64, members: u32, agents: u32) -> Result<(), String> {
+    let total = sessions.saturating_mul(u64::from(members));
+    let per_agent = total.div_ceil(u64::from(agents.max(1)));
+    if per_agent > MAX_MEMBERS_PER_AGENT {
+        return Err(format!(
+            "{} members over {agents} agent(s) is {} per agent; at most {} per agent: add agents (at least {}) or lower sessions or members",
+            crate::fmt::group(total as f64),
+            crate::fmt::group(per_agent as f64),
+            crate::fmt::group(MAX_MEMBERS_PER_AGENT as f64),
+            total.div_ceil(MAX_MEMBERS_PER_AGENT)
+        ));
+    }
+    Ok(())
+}
+
 /// Whether servers of dialect `d` can hold this band and run a script of `commands`.
 pub fn requires(b: &Band, d: &crate::dialect::Dialect, commands: &[&str]) -> Result<(), String> {
     if let Some(cap) = d.member_cap

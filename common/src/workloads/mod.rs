@@ -110,6 +110,9 @@ macro_rules! registry {
             pub fn requires(&self, d: &crate::dialect::Dialect) -> Result<(), String> {
                 match self { $(StepSpec::$variant(p) => p.requires(d),)* }
             }
+            pub fn fits(&self, agents: u32) -> Result<(), String> {
+                match self { $(StepSpec::$variant(p) => p.fits(agents),)* }
+            }
             pub fn concluded(&self, m: &MetricSet) -> Option<crate::dialect::Dialect> {
                 match self { $(StepSpec::$variant(p) => p.concluded(m),)* }
             }

@@ -127,7 +127,10 @@ impl Workload for RedisConcurrent {
         let avg_ms = h.mean / 1000.0;
         let max_ms = h.max as f64 / 1000.0;
         let error_rate = ratio(errors, total);
-        let rating = if avg_ms < 10.0 && error_rate < 0.01 {
+        let rating = if ok == 0 {
+            // Nothing succeeded (or nothing ran): no latency to rate.
+            Rating::NotRated
+        } else if avg_ms < 10.0 && error_rate < 0.01 {
             Rating::Excellent
         } else if avg_ms < 25.0 && error_rate < 0.05 {
             Rating::Good

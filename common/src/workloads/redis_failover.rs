@@ -226,6 +226,7 @@ impl Workload for RedisFailover {
             sessions: cx.count(&raw.sessions, "sessions", 2, 0, 10_000)?,
             members: cx.count(&raw.members, "members", 4, 2, 1_000)? as u32,
         };
+        band::check_size(p.sessions, p.members, cx)?;
         if !cx.faults.contains(&mode) {
             return Err(cx.err(
                 cx.span_of(&raw.mode),
@@ -250,6 +251,10 @@ impl Workload for RedisFailover {
 
     fn uses_servers(&self) -> bool {
         self.sessions > 0
+    }
+
+    fn fits(&self, agents: u32) -> Result<(), String> {
+        band::check_per_agent(self.sessions, self.members, agents)
     }
 
     fn requires(&self, d: &crate::dialect::Dialect) -> Result<(), String> {

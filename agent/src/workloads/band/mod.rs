@@ -83,6 +83,10 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
     if ctx.servers.is_empty() {
         return Err(WorkloadError::Internal("no BandSync server in the target".into()));
     }
+    // This agent's share, checked against its own budget and its host's memory before any
+    // member is built (the coordinator checked the plan's shape already).
+    let share = p.band.sessions.saturating_mul(u64::from(p.band.members)) / u64::from(ctx.shard_count.max(1)) + 1;
+    within_budget(share)?;
     let jobs = placement(&p, ctx);
     let planned = jobs.len();
     let cross = jobs
@@ -207,6 +211,26 @@ async fn reachable(url: &str) -> Result<(), String> {
 }
 
 /// This agent's members (see the module's placement), each with its schedule and instance.
+/// Whether this agent can hold `members` members: at most [`n::MAX_MEMBERS_PER_AGENT`], and
+/// [`n::MEMBER_BUDGET_BYTES`] each within the host's available memory.
+fn within_budget(members: u64) -> Result<(), WorkloadError> {
+    if members > n::MAX_MEMBERS_PER_AGENT + 1 {
+        return Err(WorkloadError::Internal(format!(
+            "this agent's share is {members} members; at most {} per agent: add agents",
+            n::MAX_MEMBERS_PER_AGENT
+        )));
+    }
+    let need = members * n::MEMBER_BUDGET_BYTES;
+    match crate::proc::available_bytes() {
+        Some(free) if need > free => Err(WorkloadError::Internal(format!(
+            "this agent's {members} members need about {} MiB and the host has {} MiB available: add agents or hosts",
+            need >> 20,
+            free >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn placement(p: &Params, ctx: &StepContext) -> Vec<Job> {
     let Band {
         sessions,
@@ -579,6 +603,13 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_refuses_a_share_over_its_member_budget() {
+        assert!(within_budget(10).is_ok());
+        let err = within_budget(n::MAX_MEMBERS_PER_AGENT + 5).unwrap_err().to_string();
+        assert!(err.contains("at most 20000 per agent"), "{err}");
+    }
 
     #[test]
     fn every_change_leaves_a_state_unlike_its_neighbours() {

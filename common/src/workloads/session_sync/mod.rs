@@ -240,6 +240,17 @@ impl Workload for SessionSync {
             ramp_up: cx.duration(&raw.ramp_up, "ramp_up", Duration::from_secs(2))?,
             settle: cx.duration(&raw.settle, "settle", Duration::from_secs(2))?,
         });
+        band::check_size(p.sessions, p.members, cx)?;
+        if !(Duration::from_millis(50)..=Duration::from_secs(60)).contains(&p.interval) {
+            return Err(cx.err(
+                cx.span_of(&raw.interval),
+                "interval",
+                format!(
+                    "{} is outside 50ms to 60s (a change needs time to reach every member)",
+                    fmt_duration(p.interval)
+                ),
+            ));
+        }
         let total = p.ramp_up + p.settle + p.interval * (p.changes + 2);
         if total >= cx.timeout {
             return Err(cx.err(
@@ -273,6 +284,10 @@ impl Workload for SessionSync {
 
     fn requires(&self, d: &crate::dialect::Dialect) -> Result<(), String> {
         band::requires(&self.0, d, &crate::dialect::SCRIPT_COMMANDS)
+    }
+
+    fn fits(&self, agents: u32) -> Result<(), String> {
+        band::check_per_agent(self.sessions, self.members, agents)
     }
 
     fn figures(&self, m: &MetricSet, cx: &FigureCx<'_>) -> SessionSyncFigures {

@@ -56,6 +56,8 @@ pub struct Controller<'a> {
     events_tx: mpsc::Sender<(u32, Event)>,
     events: mpsc::Receiver<(u32, Event)>,
     pub shutdown: CancellationToken,
+    /// A second interrupt: stop waiting for the agents' cleanup.
+    pub hurry: CancellationToken,
     /// Set when an agent was lost or a step did not complete on every agent.
     pub incomplete: Option<String>,
     pub interrupted: bool,
@@ -83,6 +85,7 @@ impl<'a> Controller<'a> {
             events_tx,
             events,
             shutdown,
+            hurry: CancellationToken::new(),
             incomplete: None,
             interrupted: false,
             stopping: false,
@@ -398,22 +401,32 @@ impl<'a> Controller<'a> {
                     warn!(step = %step.name, "interrupted: aborting the step on every agent");
                     self.interrupted = true;
                     self.abort(&pending, "coordinator interrupted").await;
-                    // Give the agents a moment to stop their load and delete their keys.
-                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                    // Give the agents a moment to stop their load and delete their keys (a
+                    // second interrupt cuts it short).
+                    let hurry = self.hurry.clone();
+                    let wait = tokio::time::timeout(Duration::from_secs(10), async {
                         while let Some((i, ev)) = self.events.recv().await {
                             if matches!(ev, Event::Message(In::StepResult(_)) | Event::Closed(_)) {
                                 pending.remove(&i);
                                 if pending.is_empty() { break; }
                             }
                         }
-                    }).await;
+                    });
+                    tokio::select! {
+                        _ = wait => {}
+                        () = hurry.cancelled() => {}
+                    }
                     break;
                 }
             }
         }
         record.duration_s = Instant::now().saturating_duration_since(started).as_secs_f64();
         if let Some((plan, task)) = fault {
-            finish_fault(&plan, task, &mut record).await;
+            let hurry = self.hurry.clone();
+            tokio::select! {
+                () = finish_fault(&plan, task, &mut record) => {}
+                () = hurry.cancelled() => {}
+            }
         }
         let p = self.step_progress(
             &live,
@@ -567,7 +580,8 @@ impl<'a> Controller<'a> {
                 open.insert(a.row.index);
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let hurry = self.hurry.clone();
+        let wait = tokio::time::timeout(Duration::from_secs(5), async {
             while !open.is_empty() {
                 match self.events.recv().await {
                     Some((i, Event::Closed(_))) => {
@@ -577,8 +591,11 @@ impl<'a> Controller<'a> {
                     None => break,
                 }
             }
-        })
-        .await;
+        });
+        tokio::select! {
+            _ = wait => {}
+            () = hurry.cancelled() => {}
+        }
     }
 }
 

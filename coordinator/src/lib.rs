@@ -109,6 +109,8 @@ pub struct RunConfig {
     pub progress: progress::ProgressMode,
     /// The testbed's redis-server, for `redis_failover` restarts (None: not ours to restart).
     pub redis_control: Option<fault::RedisControl>,
+    /// Cancelled by a second interrupt: skip the waits for cleanup after the first one.
+    pub hurry: CancellationToken,
 }
 
 /// PEM files of the coordinator's TLS identity, and of the CA agents' certificates must chain to.
@@ -170,6 +172,7 @@ pub async fn run(
 
     let mut ctl = Controller::new(plan, run_id.clone(), redis_url.clone(), shutdown.clone());
     ctl.redis_control = config.redis_control.clone();
+    ctl.hurry = config.hurry.clone();
     ctl.set_progress(config.progress);
     match ctl
         .wait_for_agents(&mut joins, expected_agents, plan.run.agent_wait)
@@ -213,8 +216,15 @@ pub async fn run(
     };
     let steps = run_steps(&mut ctl, plan, &mut redis, (&redis_url, &run_prefix), &mut evictions).await?;
 
-    let (leftover_keys, sweep_error) = match redis.as_mut() {
-        Some(con) => match sweep(con, &redis_url, &run_prefix).await {
+    let swept = match redis.as_mut() {
+        Some(con) => Some(tokio::select! {
+            r = sweep(con, &redis_url, &run_prefix) => r,
+            () = config.hurry.cancelled() => Err("it was skipped: the run was interrupted twice".to_owned()),
+        }),
+        None => None,
+    };
+    let (leftover_keys, sweep_error) = match swept {
+        Some(swept) => match swept {
             Ok(n) => (Some(n), None),
             Err(why) => {
                 ctl.incomplete.get_or_insert_with(|| {
@@ -228,8 +238,13 @@ pub async fn run(
 
     ctl.finish().await;
     server_stop.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
-        warn!("gRPC server did not stop within 5 s");
+    let grace = if config.hurry.is_cancelled() {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(5)
+    };
+    if tokio::time::timeout(grace, server).await.is_err() {
+        warn!("gRPC server did not stop within {grace:?}");
     }
 
     let status = if ctl.interrupted {
@@ -376,9 +391,11 @@ async fn run_steps(
             *redis = Some(target::connect(redis_url).await?);
         }
         if let (Some(watch), Some(before)) = (evictions.as_mut(), before) {
-            watch
-                .by_step
-                .push(step_evictions(&step.name, before, evicted(redis).await));
+            let after = tokio::select! {
+                a = evicted(redis) => a,
+                () = ctl.hurry.cancelled() => Some(Err("not read: the run was interrupted twice".to_owned())),
+            };
+            watch.by_step.push(step_evictions(&step.name, before, after));
         }
         if let (Some(read_back), Some(con)) = (&hooks.read_back, redis.as_mut())
             && let Err(e) = target::read_back_session(con, run_prefix, read_back, &mut record.merged).await
@@ -516,6 +533,8 @@ pub struct Launch {
     /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: serve the control channel over (mutual) TLS.
     pub tls: Option<ServerTls>,
     pub progress: progress::ProgressMode,
+    /// Cancelled by a second interrupt: skip the waits for cleanup after the first one.
+    pub hurry: CancellationToken,
 }
 
 /// Default coordinator port when agents come from other hosts.
@@ -721,12 +740,18 @@ pub async fn launch(mut plan: Plan, opts: Launch, shutdown: CancellationToken) -
             tls: opts.tls,
             progress: opts.progress,
             redis_control: redis.clone(),
+            hurry: opts.hurry.clone(),
         },
         shutdown,
     )
     .await;
-    agents.stop(Duration::from_secs(5)).await;
-    servers.stop(Duration::from_secs(5)).await;
+    let grace = if opts.hurry.is_cancelled() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(5)
+    };
+    agents.stop(grace).await;
+    servers.stop(grace).await;
     drop(redis);
     result
 }

@@ -173,6 +173,7 @@ fn main() -> ExitCode {
                 token,
                 tls,
                 progress: if tty { ProgressMode::Bar } else { ProgressMode::Log },
+                hurry: CancellationToken::new(),
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             ExitCode::from(runtime.block_on(run(plan, opts, ReportFiles { json, junit, html })))
@@ -183,10 +184,18 @@ fn main() -> ExitCode {
 async fn run(plan: bandsync_common::plan::Plan, opts: Launch, files: ReportFiles) -> u8 {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
+    let hurry = opts.hurry.clone();
     tokio::spawn(async move {
         bandsync_common::cli::wait_for_signal().await;
-        say!("bandsync-coordinator: interrupted; stopping the agents and writing a partial report");
+        say!(
+            "bandsync-coordinator: interrupted; stopping the agents and writing a partial report (interrupt again to skip waiting for their cleanup)"
+        );
         signal.cancel();
+        bandsync_common::cli::wait_for_signal().await;
+        say!(
+            "bandsync-coordinator: interrupted again; not waiting for cleanup: keys under the run prefix may be left (the report says so)"
+        );
+        hurry.cancel();
     });
     match bandsync_coordinator::launch(plan, opts, shutdown).await {
         Ok(report) => {

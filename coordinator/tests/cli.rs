@@ -365,6 +365,54 @@ fn usage_errors_exit_2() {
     assert!(text(&out).1.contains("--token must be at least 16 characters"));
 }
 
+/// With Redis stalled (SIGSTOP), the first interrupt's cleanup waits; a second interrupt ends
+/// them at once: exit 130, the partial report says the keys left are unknown.
+#[test]
+fn a_second_interrupt_skips_a_stalled_cleanup() {
+    let owned = OwnedRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("stall.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[target]\nredis_url = \"{}\"\n[testbed]\nlocal_agents = 1\nredis = false\n[[steps]]\nname = \"long\"\nkind = \"redis_basic_ops\"\niterations = 10000000\ntimeout = \"10m\"\n",
+            owned.url()
+        ),
+    )
+    .unwrap();
+    let mut child = testbed_run(&plan, &[], "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    wait_for_line(&lines, Duration::from_secs(60), long_step_running);
+    let redis_pid = owned.server.pid().to_string();
+    let signal = |sig: &str, pid: &str| {
+        assert!(Command::new("kill").args([sig, pid]).status().unwrap().success());
+    };
+    signal("-STOP", &redis_pid);
+    let coordinator_pid = child.id().to_string();
+    signal("-INT", &coordinator_pid);
+    wait_for_line(&lines, Duration::from_secs(10), |l| l.contains("interrupt again"));
+    std::thread::sleep(Duration::from_millis(500));
+    signal("-INT", &coordinator_pid);
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let waited = started.elapsed();
+    signal("-CONT", &redis_pid);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "took {waited:?} after the second interrupt"
+    );
+    assert!(
+        stdout.contains("unknown: the sweep failed because it was skipped: the run was interrupted twice"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn sigint_aborts_the_run_prints_a_partial_report_and_tears_the_testbed_down() {
     // Once with the testbed's own Redis (to see it torn down), once with a Redis the test owns

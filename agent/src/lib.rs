@@ -39,6 +39,9 @@ pub struct AgentConfig {
     pub allow: allow::AllowList,
     /// Dial the coordinator over TLS (`https://` URL).
     pub tls: Option<ClientTls>,
+    /// Most memory (bytes) a step may plan to use on this agent; `None`: what the host has
+    /// available. A step whose share needs more is refused before it allocates anything.
+    pub memory_limit: Option<u64>,
 }
 
 /// PEM material for a TLS control channel.
@@ -155,6 +158,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Age
         welcomed: false,
         current: None,
         allow: config.allow.clone(),
+        memory_limit: config.memory_limit,
     };
     loop {
         let msg = tokio::select! {
@@ -249,6 +253,7 @@ struct Session {
     welcomed: bool,
     current: Option<Running>,
     allow: allow::AllowList,
+    memory_limit: Option<u64>,
 }
 
 impl Session {
@@ -281,8 +286,11 @@ impl Session {
             self.agent_index,
             cancel.clone(),
             self.tx.clone(),
-            self.allow.clone(),
-            cleanup.clone(),
+            step::StepEnv {
+                allow: self.allow.clone(),
+                cleanup: cleanup.clone(),
+                memory_limit: self.memory_limit,
+            },
         ));
         self.current = Some(Running {
             step_index,

@@ -50,6 +50,10 @@ struct Cli {
     /// How long to keep trying to reach the coordinator, e.g. `60s`.
     #[arg(long, env = "BANDSYNC_CONNECT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    /// Most memory a step may plan to use on this agent, in MiB (default: what the host has
+    /// available); a step whose share needs more is refused before it allocates anything.
+    #[arg(long, env = "BANDSYNC_MEMORY_LIMIT_MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    memory_limit_mib: Option<u64>,
     /// Log format on stderr.
     #[arg(long, env = "BANDSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
         token,
         allow,
         tls,
+        memory_limit: cli.memory_limit_mib.map(|m| m << 20),
     };
     let runtime = match cli.runtime {
         RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),

@@ -29,6 +29,8 @@ pub enum StepError {
     NoServers(&'static str),
     #[error("the target's dialect: {0}")]
     Dialect(String),
+    #[error("{0}")]
+    Budget(String),
     #[error("aborted before it started")]
     AbortedBeforeStart,
     #[error("timed out after {0} ms; load stopped, {1}")]
@@ -39,15 +41,26 @@ pub enum StepError {
     Workload(WorkloadError),
 }
 
+/// What the session gives every step besides the step itself.
+pub(crate) struct StepEnv {
+    pub allow: AllowList,
+    pub cleanup: Arc<Cleanup>,
+    pub memory_limit: Option<u64>,
+}
+
 pub(crate) async fn run(
     rs: pb::RunStep,
     clock: ClockEstimate,
     agent_index: u32,
     cancel: CancellationToken,
     tx: mpsc::Sender<pb::AgentMessage>,
-    allow: AllowList,
-    cleanup: Arc<Cleanup>,
+    env: StepEnv,
 ) {
+    let StepEnv {
+        allow,
+        cleanup,
+        memory_limit,
+    } = env;
     let step_index = rs.step_index;
     let live = Arc::new(Live::default());
     let started = AtomicI64::new(0);
@@ -61,7 +74,7 @@ pub(crate) async fn run(
                 agent_index,
                 &cancel,
                 &tx,
-                (&live, &cleanup),
+                (&live, &cleanup, memory_limit),
                 (&started, &mark),
             )
             .await
@@ -125,7 +138,7 @@ async fn execute(
     agent_index: u32,
     cancel: &CancellationToken,
     tx: &mpsc::Sender<pb::AgentMessage>,
-    (live, cleanup): (&Arc<Live>, &Arc<Cleanup>),
+    (live, cleanup, memory_limit): (&Arc<Live>, &Arc<Cleanup>, Option<u64>),
     (started, mark): (&AtomicI64, &std::sync::OnceLock<(Option<u64>, std::time::Instant)>),
 ) -> Result<bandsync_common::metrics::MetricSet, StepError> {
     let spec = rs.spec.as_ref().ok_or(StepError::NoSpec)?;
@@ -137,6 +150,23 @@ async fn execute(
     } else {
         serde_json::from_str(&target.dialect).map_err(|e| StepError::Dialect(e.to_string()))?
     };
+
+    // This agent's share against its memory, before anything is allocated or connected.
+    let memory_budget = memory_budget(memory_limit);
+    let need = spec.agent_bytes(shard.count.max(1));
+    if need > memory_budget {
+        return Err(StepError::Budget(format!(
+            "this agent's share of step `{}` needs about {} MiB and it may use {} MiB ({}): add agents or lower the step's counts",
+            rs.step_name,
+            need.div_ceil(1 << 20),
+            memory_budget >> 20,
+            if memory_limit.is_some_and(|l| l <= memory_budget) {
+                "--memory-limit-mib"
+            } else {
+                "available on this host"
+            }
+        )));
+    }
 
     // Start at the coordinator's instant, converted to this agent's clock.
     let wait_ns = clock.to_agent(rs.coord_start_unix_ns) - now_unix_ns();
@@ -167,6 +197,7 @@ async fn execute(
         cancel: cancel.clone(),
         live: live.clone(),
         cleanup: cleanup.clone(),
+        memory_budget,
     };
 
     // Progress ticker and timeout watchdog: both end when the step ends.
@@ -220,4 +251,11 @@ async fn execute(
         Err(WorkloadError::Cancelled) => Err(StepError::Aborted(ctx.cleanup.describe())),
         Err(e) => Err(StepError::Workload(e)),
     }
+}
+
+/// What a step may plan to use: the configured limit, or what the host has available
+/// (unbounded where /proc does not say).
+fn memory_budget(limit: Option<u64>) -> u64 {
+    let available = crate::proc::available_bytes().unwrap_or(u64::MAX);
+    limit.map_or(available, |l| l.min(available))
 }

@@ -59,6 +59,16 @@ pub trait Workload: Sized + Clone + fmt::Debug + PartialEq + Serialize + Deseria
     fn requires(&self, _dialect: &crate::dialect::Dialect) -> Result<(), String> {
         Ok(())
     }
+    /// About how many bytes the step holds in the target Redis at its peak, all `agents`
+    /// together (0: negligible); checked against the room Redis has before the step loads.
+    fn redis_bytes(&self, _agents: u32) -> u64 {
+        0
+    }
+    /// About how many bytes one of `agents` agents holds in its own memory for its share (0:
+    /// negligible); an agent refuses a step whose share exceeds its memory budget.
+    fn agent_bytes(&self, _agents: u32) -> u64 {
+        0
+    }
     /// Whether `agents` agents can hold this step within their budget (members per agent); the
     /// reason when not: the step is then refused before loading.
     fn fits(&self, _agents: u32) -> Result<(), String> {

@@ -280,6 +280,22 @@ impl<'a> Controller<'a> {
         }
     }
 
+    /// The record of a step refused before loading (nothing sent to any agent): the run is
+    /// incomplete, with `why`.
+    pub fn refuse(&mut self, step: &Step, why: &str) -> StepRecord {
+        warn!(step = %step.name, "refused before loading: {why}");
+        let mut record = StepRecord::new(step, now_unix_ns());
+        if step.spec.uses_servers() {
+            record.dialect = Some(self.dialect.clone());
+        }
+        record
+            .failures
+            .push(("coordinator".to_owned(), format!("refused before loading: {why}")));
+        self.incomplete
+            .get_or_insert_with(|| format!("step `{}` refused before loading: {why}", step.name));
+        record
+    }
+
     /// Runs one step on every live agent and returns what it recorded.
     pub async fn run_step(&mut self, step_index: u32, step: &Step) -> StepRecord {
         let agents = if step.spec.single_agent() {
@@ -293,17 +309,7 @@ impl<'a> Controller<'a> {
             Ok(()) => None,
         };
         if let Some(why) = refusal {
-            warn!(step = %step.name, "refused before loading: {why}");
-            let mut record = StepRecord::new(step, now_unix_ns());
-            if step.spec.uses_servers() {
-                record.dialect = Some(self.dialect.clone());
-            }
-            record
-                .failures
-                .push(("coordinator".to_owned(), format!("refused before loading: {why}")));
-            self.incomplete
-                .get_or_insert_with(|| format!("step `{}` refused before loading: {why}", step.name));
-            return record;
+            return self.refuse(step, &why);
         }
         let mut record = self.run_step_on_agents(step_index, step).await;
         let concluded = record.failures.is_empty().then(|| step.spec.concluded(&record.merged));
@@ -601,7 +607,17 @@ impl<'a> Controller<'a> {
 
 /// Decodes one agent's wire metric set and adds it, exactly, into the step's merged set.
 pub fn merge_result(merged: &mut MetricSet, wire: &pb::MetricSet) -> Result<(), String> {
-    let m = MetricSet::try_from(wire).map_err(|e| format!("result does not decode: {e}"))?;
+    let mut m = MetricSet::try_from(wire).map_err(|e| format!("result does not decode: {e}"))?;
+    // Metric names carry reasons the report prints (a server's refusal message): printable.
+    if m.counters
+        .keys()
+        .any(|k| k.chars().any(char::is_control) || k.len() > 512)
+    {
+        m.counters = std::mem::take(&mut m.counters)
+            .into_iter()
+            .map(|(k, v)| (bandsync_common::fmt::printable(&k, 512), v))
+            .collect();
+    }
     merged.merge(&m).map_err(|e| format!("result does not merge: {e}"))
 }
 
@@ -650,5 +666,20 @@ async fn finish_fault(plan: &FaultPlan, task: FaultTask, record: &mut StepRecord
         Err(_) => record
             .failures
             .push(("coordinator".into(), "fault injection did not end within 30 s".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agents_metric_names_are_made_printable() {
+        let mut m = MetricSet::new();
+        m.add_counter("refusal:\u{1b}[2Jpwned", 1);
+        let wire = pb::MetricSet::try_from(&m).unwrap();
+        let mut merged = MetricSet::new();
+        merge_result(&mut merged, &wire).unwrap();
+        assert_eq!(merged.counter("refusal:?[2Jpwned"), 1);
     }
 }

@@ -383,6 +383,13 @@ async fn run_steps(
             ctl.incomplete.get_or_insert_with(|| "every agent was lost".into());
             break;
         }
+        // Where the plan accepts eviction, a full Redis evicts (and that is counted); elsewhere
+        // it would refuse every client's writes: a step that cannot fit is not started.
+        let evicting = evictions.as_ref().is_some_and(|e| e.allowed && e.can_evict());
+        if !evicting && let Some(why) = redis_room(ctl, step, redis).await {
+            steps.push(ctl.refuse(step, &why));
+            continue;
+        }
         let before = evicted(redis).await;
         let mut record = ctl.run_step(i as u32, step).await;
         let hooks = step.spec.hooks();
@@ -479,6 +486,30 @@ async fn sweep(con: &mut redis::aio::MultiplexedConnection, redis_url: &str, run
         "{last} ({SWEEP_ATTEMPTS} attempts over {} s)",
         (SWEEP_ATTEMPTS - 1) * 2
     ))
+}
+
+/// Why the target Redis cannot take what `step` writes at its peak (`None`: it can, or it
+/// does not say).
+async fn redis_room(
+    ctl: &Controller<'_>,
+    step: &bandsync_common::plan::Step,
+    redis: &mut Option<redis::aio::MultiplexedConnection>,
+) -> Option<String> {
+    let agents = if step.spec.single_agent() {
+        1
+    } else {
+        ctl.alive().count() as u32
+    };
+    let need = step.spec.redis_bytes(agents);
+    let con = redis.as_mut().filter(|_| need > 0)?;
+    let (room, basis) = target::memory_room(con).await.ok()??;
+    (need > room).then(|| {
+        format!(
+            "it writes about {} MiB to Redis at its peak and the target has {} MiB left {basis}: lower sessions or members, or give Redis more memory",
+            need.div_ceil(1 << 20),
+            room >> 20
+        )
+    })
 }
 
 /// Keys evicted during a step, from `evicted_keys` read before and after it. A restarted

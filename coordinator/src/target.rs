@@ -56,6 +56,24 @@ pub async fn eviction_setting(con: &mut MultiplexedConnection) -> Result<(String
     Ok((policy, max))
 }
 
+/// How many bytes the target can still take: up to `maxmemory` when set, else up to the host's
+/// memory (`total_system_memory`), minus `used_memory`; with what it was measured against.
+/// `None` when INFO does not say.
+pub async fn memory_room(con: &mut MultiplexedConnection) -> Result<Option<(u64, &'static str)>, String> {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(con)
+        .await
+        .map_err(|e| format!("INFO memory: {e}"))?;
+    let field = |f: &str| info_field(&info, f).and_then(|v| v.parse::<u64>().ok());
+    let used = field("used_memory").unwrap_or(0);
+    Ok(match (field("maxmemory"), field("total_system_memory")) {
+        (Some(max), _) if max > 0 => Some((max.saturating_sub(used), "under its maxmemory")),
+        (_, Some(total)) if total > 0 => Some((total.saturating_sub(used), "on its host")),
+        _ => None,
+    })
+}
+
 /// `evicted_keys` of INFO stats: keys Redis has evicted since it started.
 pub async fn evicted_keys(con: &mut MultiplexedConnection) -> Result<u64, String> {
     let info: String = redis::cmd("INFO")

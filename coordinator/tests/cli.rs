@@ -179,6 +179,30 @@ fn too_few_agents_exit_3_with_a_clear_error() {
     assert!(stderr.contains("only 1 of 2 agents joined within 3 s"), "{stderr}");
 }
 
+/// A plan "file" that never ends or never answers is refused at once: `/dev/zero` (unbounded)
+/// and a FIFO nobody writes to (it would block).
+#[test]
+fn endless_or_blocking_plan_files_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("plan.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for path in [std::path::Path::new("/dev/zero"), fifo.as_path()] {
+        let start = std::time::Instant::now();
+        let out = coordinator()
+            .args(["validate", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("cannot read the plan"), "{stderr}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{path:?} took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
 /// `--connect-timeout` is used whole: the agent keeps trying until it has passed (it once gave
 /// up at half of it, when the next back-off step did not fit).
 #[test]

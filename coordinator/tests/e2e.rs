@@ -324,6 +324,7 @@ async fn agents_without_the_right_token_are_refused_and_the_right_one_runs() {
             token: token.map(str::to_owned),
             allow: Default::default(),
             tls: None,
+            memory_limit: None,
         };
         bandsync_agent::run(config, CancellationToken::new())
     };
@@ -370,6 +371,7 @@ async fn a_target_outside_the_agents_allow_list_is_refused_with_no_connection_ma
         token: None,
         allow: bandsync_agent::allow::AllowList::parse(["10.9.9.9:6379"]).unwrap(),
         tls: None,
+        memory_limit: None,
     };
     let agent = tokio::spawn(bandsync_agent::run(config, CancellationToken::new()));
     let report = bandsync_coordinator::run(&plan, listener, &RunConfig::agents(1), CancellationToken::new())
@@ -463,6 +465,7 @@ async fn the_control_channel_runs_over_mutual_tls_and_refuses_agents_without_a_v
             token: None,
             allow: Default::default(),
             tls,
+            memory_limit: None,
         };
         bandsync_agent::run(config, CancellationToken::new())
     };
@@ -495,6 +498,7 @@ async fn the_control_channel_runs_over_mutual_tls_and_refuses_agents_without_a_v
         token: None,
         allow: Default::default(),
         tls: None,
+        memory_limit: None,
     };
     assert!(bandsync_agent::run(plain, CancellationToken::new()).await.is_err());
     let no_ca = agent(None).await.unwrap_err().to_string();

@@ -115,6 +115,7 @@ async fn an_orphaned_agent_stops_its_load_and_deletes_its_keys() {
             token: None,
             allow: Default::default(),
             tls: None,
+            memory_limit: None,
         },
         CancellationToken::new(),
     ));

@@ -189,6 +189,7 @@ async fn an_agent_id_with_escapes_and_megabytes_is_printed_clean_and_bounded() {
         token: None,
         allow: Default::default(),
         tls: None,
+        memory_limit: None,
     };
     let agent = tokio::spawn(bandsync_agent::run(config, CancellationToken::new()));
     let plan = plan::parse(
@@ -234,4 +235,64 @@ async fn a_band_over_the_per_agent_budget_is_refused_before_loading() {
     );
     assert!(step.agents_sent.is_empty());
     assert_eq!(report.exit_code(), 3);
+}
+
+/// A step that would write more than the target has room for is refused before loading:
+/// other clients never meet an out-of-memory Redis because of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_bigger_than_the_targets_free_memory_is_refused_before_loading() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut con = connect(&redis).await;
+    config_set(&mut con, "maxmemory", "4mb").await;
+    let text = format!(
+        "[target]\nredis_url = \"{}\"\n[[steps]]\nname = \"mem\"\nkind = \"redis_memory\"\nsessions = 20000\nmembers = 50\n",
+        redis.url()
+    );
+    let plan = plan::parse(&text, "p.toml", "p").unwrap();
+    let report = run_plan(&plan, 1, "room").await;
+    let failure = &report.steps[0].failures[0].message;
+    assert!(
+        failure.starts_with("refused before loading: it writes about 203 MiB to Redis at its peak and the target has"),
+        "{failure}"
+    );
+    assert!(failure.contains("MiB left under its maxmemory"), "{failure}");
+    assert!(report.steps[0].agents_sent.is_empty());
+    assert_eq!(report.exit_code(), 3);
+    let keys: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(keys, 0, "nothing was written");
+}
+
+/// An agent refuses a share bigger than its memory budget before allocating anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_refuses_a_share_over_its_memory_limit_before_allocating() {
+    let redis = RedisServer::start().await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = bandsync_agent::AgentConfig {
+        coordinator: listener.local_addr().unwrap().to_string(),
+        agent_id: "small".into(),
+        connect_timeout: std::time::Duration::from_secs(10),
+        token: None,
+        allow: Default::default(),
+        tls: None,
+        memory_limit: Some(64 << 20),
+    };
+    let agent = tokio::spawn(bandsync_agent::run(config, CancellationToken::new()));
+    let text = format!(
+        "[target]\nredis_url = \"{}\"\n[[steps]]\nname = \"big\"\nkind = \"session_integrity\"\nsessions = 100000\n",
+        redis.url()
+    );
+    let plan = plan::parse(&text, "p.toml", "p").unwrap();
+    let report = run(&plan, listener, &RunConfig::agents(1), CancellationToken::new())
+        .await
+        .unwrap();
+    agent.await.unwrap().unwrap();
+    let failure = &report.steps[0].failures[0].message;
+    assert_eq!(
+        failure,
+        "this agent's share of step `big` needs about 391 MiB and it may use 64 MiB (--memory-limit-mib): add agents or lower the step's counts"
+    );
+    assert_eq!(report.exit_code(), 3);
+    let mut con = connect(&redis).await;
+    let keys: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(keys, 0, "nothing was written");
 }

@@ -137,6 +137,8 @@ struct Counters {
     cas_conflicts: AtomicU64,
     connections: AtomicU64,
     caught_up: AtomicU64,
+    /// Members of this instance whose socket was gone, removed by anti-entropy.
+    ghosts_pruned: AtomicU64,
 }
 
 /// What this instance knows of a session.
@@ -327,6 +329,7 @@ async fn health(AxState(app): AxState<Arc<App>>) -> Json<Value> {
             "writeBacks": c.writebacks.load(Ordering::Relaxed),
             "casConflicts": c.cas_conflicts.load(Ordering::Relaxed),
             "caughtUp": c.caught_up.load(Ordering::Relaxed),
+            "ghostsPruned": c.ghosts_pruned.load(Ordering::Relaxed),
         },
     }))
 }

@@ -84,6 +84,7 @@ pub(crate) async fn catch_up(app: &Arc<App>) {
             }
             continue;
         }
+        prune_ghosts(app, &session_id, &entry).await;
         if stored_version <= cached_version {
             continue;
         }
@@ -114,6 +115,27 @@ pub(crate) async fn catch_up(app: &Arc<App>) {
         set_ticker(app, &entry, &session_id, Some(&session));
         if !has_local_members(app, &session) {
             forget(app, &session_id, &entry);
+        }
+    }
+}
+
+/// Removes members of this instance whose socket is gone (a leave that never landed): a
+/// disconnected socket never comes back, so such a member can only be a ghost.
+async fn prune_ghosts(app: &Arc<App>, session_id: &str, entry: &Arc<Entry>) {
+    let ghosts: Vec<String> = {
+        let c = entry.state.lock().await;
+        c.session.as_ref().map_or_else(Vec::new, |s| {
+            s.members
+                .iter()
+                .filter(|m| m.instance == app.cfg.instance_id && socket_ref(app, &m.socket_id).is_none())
+                .map(|m| m.socket_id.clone())
+                .collect()
+        })
+    };
+    for sid in ghosts {
+        if execute(app, &sid, session_id, &Command::Leave).await.is_ok() {
+            app.counters.ghosts_pruned.fetch_add(1, Ordering::Relaxed);
+            warn!(socket = %sid, session = %session_id, "removed a member whose socket was gone");
         }
     }
 }

@@ -480,6 +480,47 @@ async fn a_join_racing_the_last_leave_on_another_instance_leaves_no_ghost() {
     assert!(ghosts.is_empty(), "the departed member stayed in trials {ghosts:?}");
 }
 
+/// A member of an instance whose socket is gone (a leave that never landed) is removed by that
+/// instance's anti-entropy within seconds, instead of living on under the session's 24 h TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anti_entropy_removes_a_member_whose_socket_is_gone() {
+    let c = Cluster::start().await;
+    let mut m = Member::connect(&c.a.url).await;
+    m.join("haunted", "alive").await;
+    // Plant a ghost of instance A in the stored session, as a lost leave would leave it.
+    let (version, mut data) = c.stored("haunted").await.unwrap();
+    let mut ghost = data["members"][0].clone();
+    ghost["socketId"] = json!("gone-socket-id");
+    ghost["displayName"] = json!("ghost");
+    data["members"].as_array_mut().unwrap().push(ghost);
+    let mut con = c.redis().await;
+    redis::cmd("HSET")
+        .arg(format!("{}:session:haunted", c.prefix))
+        .arg("data")
+        .arg(data.to_string())
+        .arg("version")
+        .arg(version + 1)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    for _ in 0..50 {
+        let (_, data) = c.stored("haunted").await.unwrap();
+        names = data["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["displayName"].as_str().unwrap().to_owned())
+            .collect();
+        if names == ["alive"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(names, ["alive"], "the ghost was not removed within 5 s");
+    assert_eq!(c.a.health().await["counters"]["ghostsPruned"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_websocket_message_over_16_kib_closes_that_connection_only() {
     let c = Cluster::start().await;

@@ -91,6 +91,8 @@ pub struct StepContext {
     pub cancel: CancellationToken,
     pub live: Arc<Live>,
     pub cleanup: Arc<Cleanup>,
+    /// Bytes this step may plan to use on this agent (the limit, or what the host has).
+    pub memory_budget: u64,
 }
 
 impl StepContext {

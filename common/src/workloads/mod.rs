@@ -110,6 +110,12 @@ macro_rules! registry {
             pub fn requires(&self, d: &crate::dialect::Dialect) -> Result<(), String> {
                 match self { $(StepSpec::$variant(p) => p.requires(d),)* }
             }
+            pub fn agent_bytes(&self, agents: u32) -> u64 {
+                match self { $(StepSpec::$variant(p) => p.agent_bytes(agents),)* }
+            }
+            pub fn redis_bytes(&self, agents: u32) -> u64 {
+                match self { $(StepSpec::$variant(p) => p.redis_bytes(agents),)* }
+            }
             pub fn fits(&self, agents: u32) -> Result<(), String> {
                 match self { $(StepSpec::$variant(p) => p.fits(agents),)* }
             }

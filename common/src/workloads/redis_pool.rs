@@ -129,7 +129,14 @@ impl Workload for RedisPool {
             } else {
                 0.0
             },
-            pooling_efficiency: if total > 0 && rate >= 0.95 { Rating::Excellent } else { Rating::Good },
+            // The document's rule; nothing pooled ran: nothing to rate.
+            pooling_efficiency: if total == 0 {
+                Rating::NotRated
+            } else if rate >= 0.95 {
+                Rating::Excellent
+            } else {
+                Rating::Good
+            },
             connections_opened: m.counter(n::CONNECTIONS_OPENED),
             latency_us: hist(m, n::LATENCY_US),
             pool_wait_us: hist(m, n::POOL_WAIT_US),
@@ -212,5 +219,8 @@ mod tests {
         assert_eq!(f.success_rate, 0.95);
         assert_eq!(f.pooling_efficiency, Rating::Excellent);
         assert_eq!(f.test_duration_ms, 10_000.0);
+        // Nothing pooled ran: not rated (it read "Good").
+        let f = p.figures(&MetricSet::new(), &FigureCx { criteria: &criteria, agents: 2 });
+        assert_eq!(f.pooling_efficiency, Rating::NotRated);
     }
 }

@@ -76,6 +76,16 @@ impl Workload for SessionIntegrity {
         })
     }
 
+    fn agent_bytes(&self, agents: u32) -> u64 {
+        // The agent keeps its sessions (parsed JSON) to compare what it reads back.
+        self.sessions.div_ceil(u64::from(agents.max(1))).saturating_mul(4096)
+    }
+
+    fn redis_bytes(&self, _agents: u32) -> u64 {
+        // A session of nested, unicode and numeric data: under 2 KiB with the key's overhead.
+        self.sessions.saturating_mul(2048)
+    }
+
     fn figures(&self, m: &MetricSet, _cx: &FigureCx<'_>) -> SessionIntegrityFigures {
         let sessions = m.counter(n::SESSIONS);
         let matches = m.counter(n::MATCHES);

@@ -27,6 +27,7 @@ pub fn spawn_agents(
                 token: None,
                 allow: Default::default(),
                 tls: None,
+                memory_limit: None,
             };
             tokio::spawn(bandsync_agent::run(config, CancellationToken::new()))
         })

@@ -86,7 +86,7 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
     // This agent's share, checked against its own budget and its host's memory before any
     // member is built (the coordinator checked the plan's shape already).
     let share = p.band.sessions.saturating_mul(u64::from(p.band.members)) / u64::from(ctx.shard_count.max(1)) + 1;
-    within_budget(share)?;
+    within_budget(share, ctx.memory_budget)?;
     let jobs = placement(&p, ctx);
     let planned = jobs.len();
     let cross = jobs
@@ -213,7 +213,7 @@ async fn reachable(url: &str) -> Result<(), String> {
 /// This agent's members (see the module's placement), each with its schedule and instance.
 /// Whether this agent can hold `members` members: at most [`n::MAX_MEMBERS_PER_AGENT`], and
 /// [`n::MEMBER_BUDGET_BYTES`] each within the host's available memory.
-fn within_budget(members: u64) -> Result<(), WorkloadError> {
+fn within_budget(members: u64, budget: u64) -> Result<(), WorkloadError> {
     if members > n::MAX_MEMBERS_PER_AGENT + 1 {
         return Err(WorkloadError::Internal(format!(
             "this agent's share is {members} members; at most {} per agent: add agents",
@@ -221,14 +221,14 @@ fn within_budget(members: u64) -> Result<(), WorkloadError> {
         )));
     }
     let need = members * n::MEMBER_BUDGET_BYTES;
-    match crate::proc::available_bytes() {
-        Some(free) if need > free => Err(WorkloadError::Internal(format!(
-            "this agent's {members} members need about {} MiB and the host has {} MiB available: add agents or hosts",
+    if need > budget {
+        return Err(WorkloadError::Internal(format!(
+            "this agent's {members} members need about {} MiB and it may use {} MiB: add agents or hosts",
             need >> 20,
-            free >> 20
-        ))),
-        _ => Ok(()),
+            budget >> 20
+        )));
     }
+    Ok(())
 }
 
 fn placement(p: &Params, ctx: &StepContext) -> Vec<Job> {
@@ -606,9 +606,16 @@ mod tests {
 
     #[test]
     fn an_agent_refuses_a_share_over_its_member_budget() {
-        assert!(within_budget(10).is_ok());
-        let err = within_budget(n::MAX_MEMBERS_PER_AGENT + 5).unwrap_err().to_string();
+        assert!(within_budget(10, u64::MAX).is_ok());
+        let err = within_budget(n::MAX_MEMBERS_PER_AGENT + 5, u64::MAX)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at most 20000 per agent"), "{err}");
+        let err = within_budget(1_000, 10 << 20).unwrap_err().to_string();
+        assert!(
+            err.contains("1000 members need about 62 MiB and it may use 10 MiB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,24 +15,20 @@ pub fn cpu_us() -> Option<u64> {
 
 /// Resident memory now, in bytes (`VmRSS`).
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    kb_field("/proc/self/status", "VmRSS:")
 }
 
 /// Memory the host can still give without swapping, in bytes (`MemAvailable`).
 pub fn available_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = info
+    kb_field("/proc/meminfo", "MemAvailable:")
+}
+
+/// The `key   123 kB` line of a /proc file, in bytes.
+fn kb_field(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let kb: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -54,5 +50,7 @@ mod tests {
         assert!(x > 0);
         assert!(super::cpu_us().unwrap() >= before);
         assert!(super::rss_bytes().unwrap() > 1 << 20);
+        // The host has more memory available than this process holds.
+        assert!(super::available_bytes().unwrap() > super::rss_bytes().unwrap());
     }
 }

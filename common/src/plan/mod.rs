@@ -18,6 +18,7 @@
 mod duration;
 mod location;
 pub(crate) mod step;
+mod urls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -32,6 +33,7 @@ pub use self::duration::{fmt_duration, parse_duration};
 pub use self::location::line_col;
 use self::location::{field_path_at, located};
 pub use self::step::StepCx;
+pub use self::urls::{check_redis_url, check_server_url};
 use crate::workload::{CriterionDef, Unit};
 pub use crate::workloads::{KINDS as STEP_KINDS, StepSpec};
 
@@ -728,47 +730,6 @@ impl Loc<'_> {
                 Err(why) => Err(self.err(v.span(), field, why)),
             },
         }
-    }
-}
-
-/// A BandSync server URL: `http://host:port` or `https://host:port` (Socket.IO's path is implied).
-pub fn check_server_url(v: &str) -> Result<(), String> {
-    let u = url::Url::parse(v).map_err(|e| format!("`{v}` is not a URL ({e}): use http://HOST:PORT"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!(
-            "`{v}`: scheme must be http or https (Socket.IO over WebSocket)"
-        ));
-    }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err(format!("`{v}` has no host"));
-    }
-    if !matches!(u.path(), "" | "/") || u.query().is_some() {
-        return Err(format!(
-            "`{v}`: give only scheme, host and port; the Socket.IO path is /socket.io/"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks that `v` is a Redis URL the agents can use: `redis://`, `rediss://` with a host, or a
-/// unix socket URL with a path.
-pub fn check_redis_url(v: &str) -> Result<(), String> {
-    let bad = |why: String| format!("`{}` is not a Redis URL: {why}", crate::fmt::redact_url(v));
-    let parsed = url::Url::parse(v).map_err(|e| bad(e.to_string()))?;
-    match parsed.scheme() {
-        "redis" | "rediss" if parsed.host_str().is_none_or(str::is_empty) => Err(bad("it has no host".into())),
-        "redis" | "rediss" => match parsed.path().trim_start_matches('/') {
-            "" => Ok(()),
-            db if db.parse::<u32>().is_ok() => Ok(()),
-            db => Err(bad(format!(
-                "the database `/{db}` is not a number (redis://HOST:PORT/0)"
-            ))),
-        },
-        "redis+unix" | "unix" if parsed.path().is_empty() => Err(bad("it has no socket path".into())),
-        "redis+unix" | "unix" => Ok(()),
-        other => Err(bad(format!(
-            "scheme `{other}` is not one of redis, rediss, redis+unix, unix"
-        ))),
     }
 }
 

@@ -227,19 +227,18 @@ impl Probe<'_> {
 
     /// The leader's display name in the newest snapshot any client received.
     fn current_leader(&self) -> Option<String> {
+        // Each client's newest snapshot (events arrive in order), then the newest of those.
         self.clients
             .iter()
-            .flat_map(|c| {
-                c.events
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|(e, _, _)| e == "snapshot")
-                    .map(|(_, v, at)| (*at, v.clone()))
-                    .collect::<Vec<_>>()
+            .filter_map(|c| {
+                let ev = c.events.lock().unwrap();
+                ev.iter()
+                    .rev()
+                    .find(|(e, _, _)| e == "snapshot")
+                    .map(|(_, v, at)| (*at, pc::leader_name(v)))
             })
             .max_by_key(|(at, _)| *at)
-            .and_then(|(_, v)| pc::leader_name(&v))
+            .and_then(|(_, leader)| leader)
     }
 
     async fn join(&mut self, who: usize, members: usize) -> Result<Act, WorkloadError> {

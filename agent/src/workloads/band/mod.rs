@@ -85,7 +85,11 @@ pub async fn run_with(p: Params, ctx: &StepContext) -> Result<MetricSet, Workloa
     }
     // This agent's share, checked against its own budget and its host's memory before any
     // member is built (the coordinator checked the plan's shape already).
-    let share = p.band.sessions.saturating_mul(u64::from(p.band.members)) / u64::from(ctx.shard_count.max(1)) + 1;
+    let share = p
+        .band
+        .sessions
+        .saturating_mul(u64::from(p.band.members))
+        .div_ceil(u64::from(ctx.shard_count.max(1)));
     within_budget(share, ctx.memory_budget)?;
     let jobs = placement(&p, ctx);
     let planned = jobs.len();
@@ -214,7 +218,7 @@ async fn reachable(url: &str) -> Result<(), String> {
 /// Whether this agent can hold `members` members: at most [`n::MAX_MEMBERS_PER_AGENT`], and
 /// [`n::MEMBER_BUDGET_BYTES`] each within the host's available memory.
 fn within_budget(members: u64, budget: u64) -> Result<(), WorkloadError> {
-    if members > n::MAX_MEMBERS_PER_AGENT + 1 {
+    if members > n::MAX_MEMBERS_PER_AGENT {
         return Err(WorkloadError::Internal(format!(
             "this agent's share is {members} members; at most {} per agent: add agents",
             n::MAX_MEMBERS_PER_AGENT

@@ -56,23 +56,26 @@ pub(super) fn render(f: &ProtocolConformanceFigures, step: &str, w: &mut dyn fmt
         (None, _) => "none".to_owned(),
     };
     let yes = |b: bool| if b { "yes" } else { "no" };
+    let snapshot_fields = |x: &Fields| {
+        format!(
+            "timestamp {}, version {}, sessionId {}, members {}",
+            ts(x),
+            yes(x.version),
+            yes(x.session_id),
+            x.members.as_deref().unwrap_or("—")
+        )
+    };
     writeln!(
         w,
-        "    Join snapshot: to {}; timestamp {}, version {}, sessionId {}, members {}",
+        "    Join snapshot: to {}; {}",
         f.join_snapshot_target,
-        ts(&f.join_snapshot),
-        yes(f.join_snapshot.version),
-        yes(f.join_snapshot.session_id),
-        f.join_snapshot.members.as_deref().unwrap_or("—")
+        snapshot_fields(&f.join_snapshot)
     )?;
     writeln!(
         w,
-        "    Snapshots ({}): timestamp {}, version {}, sessionId {}, members {}",
+        "    Snapshots ({}): {}",
         f.snapshots.count,
-        ts(&f.snapshots),
-        yes(f.snapshots.version),
-        yes(f.snapshots.session_id),
-        f.snapshots.members.as_deref().unwrap_or("—")
+        snapshot_fields(&f.snapshots)
     )?;
     writeln!(
         w,

@@ -112,6 +112,10 @@ pub trait Workload: Sized + Clone + fmt::Debug + PartialEq + Serialize + Deseria
     fn charts(_f: &Self::Figures) -> Vec<Chart> {
         Vec::new()
     }
+    /// Intended vs achieved rate over time, for an open-model step (empty otherwise).
+    fn rates(_f: &Self::Figures) -> Vec<crate::workloads::arrival::RatePoint> {
+        Vec::new()
+    }
 }
 
 /// The text report's sections, in the order it prints them.

@@ -22,7 +22,7 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterashuns = 5\n"),
-            "plan.toml:5:14: steps[0].iterashuns: not a parameter of `redis_basic_ops` (it takes: iterations, members, clients)",
+            "plan.toml:5:14: steps[0].iterashuns: not a parameter of `redis_basic_ops` (it takes: iterations, members, clients, rate, start_rate, stages, duration, max_in_flight)",
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\niterations = \"many\"\n"),
@@ -62,7 +62,39 @@ fn malformed_plans_give_their_exact_error_and_line() {
         ),
         (
             format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nduration = \"5s\"\n"),
-            "plan.toml:5:12: steps[0].duration: not a parameter of `redis_basic_ops` (it takes: iterations, members, clients)",
+            "plan.toml:5:12: steps[0].duration: goes with `rate` (the open model: operations arrive at `rate` per second for `duration`); give `rate` too, or count operations instead",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nrate = 1000\n"),
+            "plan.toml:5:8: steps[0].rate: needs `duration`, how long to hold the rate (e.g. duration = \"30s\")",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nrate = 1000\nduration = \"5s\"\niterations = 10\n"),
+            "plan.toml:7:14: steps[0].iterations: is for the closed model; with `rate` or `stages` the schedule decides how many operations run",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_concurrent\"\nrate = 10\nduration = \"5s\"\nstages = [{{ target = 5, duration = \"1s\" }}]\n"),
+            "plan.toml:7:10: steps[0].stages: give either `rate` (with `duration`) or `stages`, not both",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_concurrent\"\nstages = [{{ target = 5, duration = \"1s\" }}, {{ target = -1, duration = \"1s\" }}]\n"),
+            "plan.toml:5:55: steps[0].stages[1].target: must be at least 0 and at most 10,000,000 operations per second, got -1",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_concurrent\"\nstages = [{{ target = 5, durtion = \"1s\" }}]\n"),
+            "plan.toml:5:25: steps[0].stages: unknown field `durtion`, expected `target` or `duration`",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nrate = 100\nduration = \"5s\"\nmax_in_flight = 0\n"),
+            "plan.toml:7:17: steps[0].max_in_flight: must be between 1 and 1000000, got 0",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nrate = 100\nduration = \"20m\"\ntimeout = \"1m\"\n"),
+            "plan.toml:6:12: steps[0].duration: 20m is not shorter than the step timeout 1m",
+        ),
+        (
+            format!("{t}[[steps]]\nkind = \"redis_basic_ops\"\nmax_in_flight = 10\n"),
+            "plan.toml:5:17: steps[0].max_in_flight: is a key of the open model: give `rate` (with `duration`) or `stages` too",
         ),
         (
             format!("{t}[run]\nagents = 0\n[[steps]]\nkind = \"redis_basic_ops\"\n"),
@@ -221,7 +253,8 @@ fn a_good_plan_gets_defaults_and_unique_names() {
         StepSpec::RedisBasicOps(RedisBasicOps {
             iterations: 1000,
             members: 10,
-            clients: 1
+            clients: 1,
+            open: None,
         })
     );
     assert_eq!(
@@ -229,7 +262,8 @@ fn a_good_plan_gets_defaults_and_unique_names() {
         StepSpec::RedisBasicOps(RedisBasicOps {
             iterations: 5,
             members: 10,
-            clients: 1
+            clients: 1,
+            open: None,
         })
     );
 }
@@ -267,6 +301,7 @@ fn the_plan_in_the_readme_is_valid() {
     let plan = parse(&readme[start..end], "README.md", "readme").unwrap_or_else(|e| panic!("{e}"));
     let mut kinds: Vec<&str> = plan.steps.iter().map(|s| s.spec.kind()).collect();
     kinds.sort_unstable();
+    kinds.dedup();
     let mut all = bandsync_common::plan::STEP_KINDS.to_vec();
     all.sort_unstable();
     assert_eq!(kinds, all, "the README shows every step kind");

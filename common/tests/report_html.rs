@@ -20,8 +20,13 @@ fn the_html_report_is_self_contained() {
     // Every figure the charts need is there: one chart per latency histogram of the fixture.
     assert_eq!(
         html.matches(r#"<svg class="chart""#).count(),
-        5 + 2 + 1,
-        "charts: 5 latency, 2 session sync, 1 timeline"
+        5 + 2 + 1 + 1,
+        "charts: 5 latency, 2 session sync, 1 timeline, 1 intended vs achieved rate"
+    );
+    assert!(html.contains("Intended vs achieved rate — step redis_concurrent"));
+    assert!(
+        html.contains("LIMITED: agent 1 lag p99 25.0 ms &gt; 10 ms"),
+        "the steps table shows the generator"
     );
     assert!(html.contains("Throughput and errors over time"));
     for name in [

@@ -50,6 +50,7 @@ impl load_test_server::LoadTest for FakeCoordinator {
                     iterations: 5_000_000,
                     members: 10,
                     clients: 1,
+                    open: None,
                 }))
                     .into(),
             ),

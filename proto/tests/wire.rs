@@ -24,12 +24,14 @@ fn step_specs_survive_the_wire() {
             iterations: 3,
             members: 10,
             clients: 4,
+            open: None,
         }),
         StepSpec::RedisConcurrent(RedisConcurrent {
             clients: 50,
             operations: 100,
             members: 4,
             connections: Connections::PerClient,
+            open: None,
         }),
         StepSpec::RedisMemory(RedisMemory {
             sessions: 1000,

@@ -6,6 +6,7 @@
 
 pub mod band;
 pub mod event_consistency;
+pub mod open;
 pub mod protocol_conformance;
 pub mod redis;
 pub mod redis_basic_ops;

@@ -503,8 +503,11 @@ async fn member_cap(
             };
             m.add_counter(n::CAP_TRIED, 1);
             let payload = json!({"sessionId": session, "displayName": c.name});
-            let mut rx = emit_with_ack(&c.sio, "join_session", payload, p.settle, ctx).await;
-            let deadline = Instant::now() + p.settle;
+            // A join's answer may come late from a loaded server: waiting for it costs nothing
+            // when it comes early, and a late one must not read as "no cap".
+            let wait = p.settle.max(Duration::from_secs(1));
+            let mut rx = emit_with_ack(&c.sio, "join_session", payload, wait, ctx).await;
+            let deadline = Instant::now() + wait;
             let outcome = loop {
                 if ctx.cancel.is_cancelled() {
                     return Err(WorkloadError::Cancelled);

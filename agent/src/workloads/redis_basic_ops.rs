@@ -20,9 +20,12 @@ use tracing::warn;
 
 use super::Run;
 use super::date_now_ms;
+use super::open;
 use super::redis::{connect, delete_keys};
 use super::{StepContext, WorkloadError};
 use bandsync_common::workloads::RedisBasicOps;
+use bandsync_common::workloads::arrival::Arrival;
+use bandsync_common::workloads::redis_basic_ops::OPEN_KEYS;
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -71,12 +74,12 @@ struct ClientPhase {
     first_error: Option<String>,
 }
 
-pub async fn basic_ops(
-    iterations: u64,
+/// The clients' connections, the session JSON they write, and the metrics that say so.
+async fn setup(
     members: u32,
     clients: u32,
     ctx: &StepContext,
-) -> Result<MetricSet, WorkloadError> {
+) -> Result<(Vec<MultiplexedConnection>, Arc<Shared>, MetricSet), WorkloadError> {
     let mut cons = Vec::with_capacity(clients as usize);
     for _ in 0..clients.max(1) {
         cons.push(connect(ctx).await?);
@@ -90,6 +93,16 @@ pub async fn basic_ops(
     let mut m = MetricSet::new();
     m.set_gauge(basic_ops::PAYLOAD_BYTES, shared.data.len() as f64, GaugeMerge::Max);
     m.add_counter(basic_ops::CLIENTS, cons.len() as u64);
+    Ok((cons, shared, m))
+}
+
+pub async fn basic_ops(
+    iterations: u64,
+    members: u32,
+    clients: u32,
+    ctx: &StepContext,
+) -> Result<MetricSet, WorkloadError> {
+    let (mut cons, shared, mut m) = setup(members, clients, ctx).await?;
 
     // Client c owns indices ranges[c].0 .. ranges[c].0 + ranges[c].1; attempted counts per family.
     let count = cons.len() as u32;
@@ -199,39 +212,7 @@ async fn client_phase(
         }
         r.attempted += 1;
         let start = Instant::now();
-        let result = match op {
-            Op::Set => {
-                redis::cmd("SET")
-                    .arg(s.set_key(i))
-                    .arg(&s.data)
-                    .query_async::<()>(con)
-                    .await
-            }
-            Op::Get => redis::cmd("GET")
-                .arg(s.set_key(i))
-                .query_async::<Option<Vec<u8>>>(con)
-                .await
-                .map(drop),
-            Op::Hset => {
-                redis::cmd("HSET")
-                    .arg(s.hash_key(i))
-                    .arg("data")
-                    .arg(&s.data)
-                    .arg("lastUpdate")
-                    .arg(date_now_ms())
-                    .arg("memberCount")
-                    .arg(&s.member_count)
-                    .query_async::<()>(con)
-                    .await
-            }
-            Op::Hget => redis::cmd("HGET")
-                .arg(s.hash_key(i))
-                .arg("data")
-                .query_async::<Option<Vec<u8>>>(con)
-                .await
-                .map(drop),
-            Op::Del => redis::cmd("DEL").arg(s.set_key(i)).query_async::<()>(con).await,
-        };
+        let result = one_op(op, con, i, s).await;
         let us = (start.elapsed().as_nanos() as u64 + 500) / 1000;
         match result {
             Ok(()) => {
@@ -249,8 +230,84 @@ async fn client_phase(
     r
 }
 
+/// One operation of `op` on key index `i`.
+async fn one_op(op: Op, con: &mut MultiplexedConnection, i: u64, s: &Shared) -> redis::RedisResult<()> {
+    match op {
+        Op::Set => {
+            redis::cmd("SET")
+                .arg(s.set_key(i))
+                .arg(&s.data)
+                .query_async::<()>(con)
+                .await
+        }
+        Op::Get => redis::cmd("GET")
+            .arg(s.set_key(i))
+            .query_async::<Option<Vec<u8>>>(con)
+            .await
+            .map(drop),
+        Op::Hset => {
+            redis::cmd("HSET")
+                .arg(s.hash_key(i))
+                .arg("data")
+                .arg(&s.data)
+                .arg("lastUpdate")
+                .arg(date_now_ms())
+                .arg("memberCount")
+                .arg(&s.member_count)
+                .query_async::<()>(con)
+                .await
+        }
+        Op::Hget => redis::cmd("HGET")
+            .arg(s.hash_key(i))
+            .arg("data")
+            .query_async::<Option<Vec<u8>>>(con)
+            .await
+            .map(drop),
+        Op::Del => redis::cmd("DEL").arg(s.set_key(i)).query_async::<()>(con).await,
+    }
+}
+
+/// The open model: arrival `k` is operation `OPS[k % 5]` on key index `(k / 5) % OPEN_KEYS`, so
+/// each key is SET, read, HSET, read and its SET deleted in turn.
+async fn open_ops(
+    arrival: &Arrival,
+    members: u32,
+    clients: u32,
+    ctx: &StepContext,
+) -> Result<MetricSet, WorkloadError> {
+    let (cons, shared, mut m) = setup(members, clients, ctx).await?;
+    let mut cleanup_con = cons[0].clone();
+    const ORDER: [Op; 5] = [Op::Set, Op::Get, Op::Hset, Op::Hget, Op::Del];
+    let s = shared.clone();
+    let started = open::run(arrival, &basic_ops::OPS, cons, ctx, &mut m, move |mut con, k| {
+        let s = s.clone();
+        async move {
+            let i = (k / 5) % OPEN_KEYS;
+            one_op(ORDER[(k % 5) as usize], &mut con, i, &s)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    // Cleanup runs whatever happened: every key index the schedule may have reached.
+    let reached = started
+        .as_ref()
+        .map_or(OPEN_KEYS, |s| s.arrivals.div_ceil(5).min(OPEN_KEYS));
+    let keys = (0..reached).flat_map(|i| [shared.set_key(i), shared.hash_key(i)]);
+    let deleted = delete_keys(&mut cleanup_con, ctx, keys).await;
+    m.add_counter(basic_ops::CLEANUP_DELETED, deleted);
+    started?;
+    if ctx.cancel.is_cancelled() {
+        return Err(WorkloadError::Cancelled);
+    }
+    Ok(m)
+}
+
 impl Run for RedisBasicOps {
     async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
-        basic_ops(self.iterations, self.members, self.clients, ctx).await
+        match &self.open {
+            Some(arrival) => open_ops(arrival, self.members, self.clients, ctx).await,
+            None => basic_ops(self.iterations, self.members, self.clients, ctx).await,
+        }
     }
 }

@@ -19,9 +19,11 @@ use tracing::warn;
 
 use super::Run;
 use super::date_now_ms;
+use super::open;
 use super::redis::{connect, delete_keys};
 use super::{StepContext, WorkloadError};
 use bandsync_common::workloads::RedisConcurrent;
+use bandsync_common::workloads::arrival::Arrival;
 
 struct ClientResult {
     hist: Hist,
@@ -37,6 +39,7 @@ pub async fn run(
     operations: u64,
     members: u32,
     connections: Connections,
+    open_model: Option<&Arrival>,
     ctx: &StepContext,
 ) -> Result<MetricSet, WorkloadError> {
     let clients = shard_of(clients_total, ctx.shard_index, ctx.shard_count);
@@ -66,6 +69,9 @@ pub async fn run(
         },
     );
 
+    if let Some(arrival) = open_model {
+        return open_run(arrival, clients, members, cons, shared, ctx, m).await;
+    }
     m.set_gauge(n::START_US, ctx.coord_now_us(), GaugeMerge::Min);
     let mut tasks = JoinSet::new();
     for (client, con) in cons.into_iter().enumerate() {
@@ -93,6 +99,39 @@ pub async fn run(
     }
     let deleted = delete_keys(&mut shared, ctx, keys.into_iter()).await;
     m.add_counter(n::CLEANUP_DELETED, deleted);
+    if ctx.cancel.is_cancelled() {
+        return Err(WorkloadError::Cancelled);
+    }
+    Ok(m)
+}
+
+/// The open model: arrival `k` is one composite operation on client `k mod clients`'s session;
+/// each client is a worker on its connection (the shared one, or its own).
+async fn open_run(
+    arrival: &Arrival,
+    clients: u64,
+    members: u32,
+    cons: Vec<MultiplexedConnection>,
+    mut shared: MultiplexedConnection,
+    ctx: &StepContext,
+    mut m: MetricSet,
+) -> Result<MetricSet, WorkloadError> {
+    m.set_gauge(n::START_US, ctx.coord_now_us(), GaugeMerge::Min);
+    let base = ctx.key_base.clone();
+    let started = open::run(arrival, &["op"], cons, ctx, &mut m, move |mut con, k| {
+        let key = format!("{base}concurrent:{}:0", k % clients);
+        async move {
+            match tokio::time::timeout(Duration::from_secs(10), composite(&mut con, &key, members)).await {
+                Ok(r) => r,
+                Err(_) => Err("composite operation timed out after 10 s".into()),
+            }
+        }
+    })
+    .await;
+    m.set_gauge(n::END_US, ctx.coord_now_us(), GaugeMerge::Max);
+    let deleted = delete_keys(&mut shared, ctx, (0..clients).map(|c| key(ctx, c, 0))).await;
+    m.add_counter(n::CLEANUP_DELETED, deleted);
+    started?;
     if ctx.cancel.is_cancelled() {
         return Err(WorkloadError::Cancelled);
     }
@@ -181,6 +220,14 @@ async fn composite(con: &mut MultiplexedConnection, key: &str, members: u32) -> 
 }
 impl Run for RedisConcurrent {
     async fn run(&self, ctx: &StepContext) -> Result<MetricSet, WorkloadError> {
-        run(self.clients, self.operations, self.members, self.connections, ctx).await
+        run(
+            self.clients,
+            self.operations,
+            self.members,
+            self.connections,
+            self.open.as_ref(),
+            ctx,
+        )
+        .await
     }
 }

@@ -112,7 +112,12 @@ pub struct Testbed {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Criteria {
     overrides: BTreeMap<String, f64>,
+    /// `generator_lag_p99_ms`: an agent lagging more is a limited generator.
+    generator_lag_ms: Option<f64>,
 }
+
+/// The `[criteria]` key of the load generator's own lag limit, ms.
+pub const GENERATOR_LAG_KEY: &str = "generator_lag_p99_ms";
 
 impl Criteria {
     /// The threshold of `def` in this plan.
@@ -120,6 +125,12 @@ impl Criteria {
         def.key
             .and_then(|k| self.overrides.get(k).copied())
             .unwrap_or(def.default)
+    }
+
+    /// The lag p99 (ms) past which an agent is a limited load generator.
+    pub fn generator_lag_limit_ms(&self) -> f64 {
+        self.generator_lag_ms
+            .unwrap_or(crate::report::generator::DEFAULT_LAG_LIMIT_MS)
     }
 
     /// Sets the plan key `key` (one of the declared criteria's keys).
@@ -523,8 +534,17 @@ impl Loc<'_> {
         for (key, v) in raw.into_iter().flatten() {
             let k = key.get_ref().as_str();
             let field = format!("criteria.{k}");
+            if k == GENERATOR_LAG_KEY {
+                criteria.generator_lag_ms = Some(self.positive(&v, &field)?);
+                continue;
+            }
             let Some(def) = defs.iter().find(|d| d.key == Some(k)) else {
-                let keys: Vec<String> = defs.iter().filter_map(|d| d.key).map(|k| format!("`{k}`")).collect();
+                let keys: Vec<String> = defs
+                    .iter()
+                    .filter_map(|d| d.key)
+                    .chain([GENERATOR_LAG_KEY])
+                    .map(|k| format!("`{k}`"))
+                    .collect();
                 return Err(self.err(
                     key.span(),
                     field,

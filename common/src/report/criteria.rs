@@ -73,6 +73,17 @@ pub fn evaluate(steps: &[StepReport], thresholds: &Criteria, checks: &RunChecks<
         }
         let several = judged.len() > 1;
         for (s, measured) in judged {
+            // Figures from a late generator never pass: the delay may be the agent's.
+            let measured = match (measured, &s.generator) {
+                (Some((shown, true)), Some(g)) if g.limited() => Some((
+                    format!(
+                        "{shown} — not a pass: the load generator was limited ({})",
+                        g.limits.join("; ")
+                    ),
+                    false,
+                )),
+                (m, _) => m,
+            };
             let name = if several {
                 format!("{} · {}", def.name, s.name)
             } else {
@@ -346,6 +357,10 @@ mod tests {
         assert_eq!(def.target(1.0), "in all scenarios");
     }
 
+    pub(super) fn passing_step() -> StepReport {
+        step("good", Some(sync_figures()), None)
+    }
+
     fn step(name: &str, figures: Option<crate::workloads::Figures>, failure: Option<&str>) -> StepReport {
         StepReport {
             name: name.into(),
@@ -366,6 +381,7 @@ mod tests {
             start_delay_ms: Vec::new(),
             dialect: None,
             figures,
+            generator: None,
         }
     }
 
@@ -474,5 +490,40 @@ mod tests {
         assert_eq!(overall.rating, Rating::Good);
         let (overall, _) = overall_rating(&steps[..1], &[], false);
         assert_eq!(overall.rating, Rating::NotRated);
+    }
+}
+
+#[cfg(test)]
+mod generator_tests {
+    use super::*;
+    use crate::metrics::{GaugeMerge, MetricSet};
+    use crate::report::generator::{judge, names};
+
+    #[test]
+    fn a_passing_figure_from_a_limited_generator_is_not_a_pass() {
+        let checks = RunChecks {
+            leftover: Some(0),
+            ..RunChecks::default()
+        };
+        let good = super::tests::passing_step();
+        let passed = evaluate(std::slice::from_ref(&good), &Criteria::default(), &checks);
+        let conv = passed.iter().find(|c| c.id == "sync_convergence").unwrap();
+        assert_eq!(conv.status, CriterionStatus::Pass);
+
+        let mut m = MetricSet::new();
+        m.histogram_mut(names::LAG_US).record_correct(60_000, 10_000).unwrap();
+        m.set_gauge(&names::agent_lag_p99_us(3), 60_000.0, GaugeMerge::Max);
+        let late = StepReport {
+            generator: judge(&m, &[], 10.0),
+            ..good
+        };
+        let got = evaluate(&[late], &Criteria::default(), &checks);
+        let conv = got.iter().find(|c| c.id == "sync_convergence").unwrap();
+        assert_eq!(conv.status, CriterionStatus::Fail);
+        let shown = conv.measured.as_deref().unwrap();
+        assert!(
+            shown.contains("not a pass: the load generator was limited (agent 3 lag p99 60.0 ms > 10 ms)"),
+            "{shown}"
+        );
     }
 }

@@ -234,6 +234,74 @@ fn timeline_chart(o: &mut dyn Write, title: &str, points: &[TimelinePoint]) -> f
     Ok(())
 }
 
+/// Intended, achieved and dropped rates of an open-model step over time, on one axis.
+fn rate_chart(o: &mut dyn Write, title: &str, points: &[crate::workloads::arrival::RatePoint]) -> fmt::Result {
+    if points.is_empty() {
+        return Ok(());
+    }
+    let (w, h, left, right, top, bottom) = (600.0, 310.0, 64.0, 150.0, 48.0, 44.0);
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let max = points
+        .iter()
+        .flat_map(|p| [p.intended, p.achieved, p.dropped])
+        .fold(1.0, f64::max);
+    let n = points.len() as f64;
+    let x = |i: usize| left + (i as f64 + 0.5) / n * pw;
+    let (what, which) = title.split_once(" — ").unwrap_or((title, ""));
+    write!(
+        o,
+        r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><title>{t}</title><text x="8" y="18" class="ct">{}</text><text x="8" y="34" class="tick">{}</text>"#,
+        esc(what),
+        esc(which),
+        t = esc(title)
+    )?;
+    for k in 0..=4 {
+        let f = f64::from(k) / 4.0;
+        let yy = top + ph - f * ph;
+        write!(
+            o,
+            r#"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" class="grid"/><text x="{}" y="{:.1}" class="tick" text-anchor="end">{}</text>"#,
+            left + pw,
+            left - 6.0,
+            yy + 4.0,
+            group(max * f)
+        )?;
+    }
+    let every = (points.len() / 10).max(1);
+    for (i, p) in points.iter().enumerate().step_by(every) {
+        write!(
+            o,
+            r#"<text x="{:.1}" y="{}" class="tick" text-anchor="middle">{:.0}s</text>"#,
+            x(i),
+            top + ph + 18.0,
+            p.second
+        )?;
+    }
+    let series = [("intended/s", "4 3"), ("achieved/s", "none"), ("dropped/s", "2 2")];
+    for (i, (name, dash)) in series.iter().enumerate() {
+        let line: Vec<String> = points
+            .iter()
+            .enumerate()
+            .map(|(j, p)| {
+                let v = [p.intended, p.achieved, p.dropped][i];
+                format!("{:.1},{:.1}", x(j), top + ph - v / max * ph)
+            })
+            .collect();
+        write!(
+            o,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2" stroke-dasharray="{dash}"/><rect x="{}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}" class="legend">{name}</text>"#,
+            line.join(" "),
+            PALETTE[i],
+            left + pw + 20.0,
+            top + 4.0 + 20.0 * i as f64,
+            PALETTE[i],
+            left + pw + 38.0,
+            top + 14.0 + 20.0 * i as f64
+        )?;
+    }
+    o.write_str("</svg>")
+}
+
 /// The report as one self-contained HTML page.
 pub fn render_html(r: &Report) -> String {
     let mut o = String::new();
@@ -356,8 +424,21 @@ fn charts(r: &Report, o: &mut dyn Write) -> fmt::Result {
         )?;
         timelines.push(svg);
     }
+    let mut rates = Vec::new();
+    for s in &r.steps {
+        let mut svg = String::new();
+        if let Some(f) = &s.figures {
+            rate_chart(
+                &mut svg,
+                &format!("Intended vs achieved rate — step {}", s.name),
+                &f.rates(),
+            )?;
+        }
+        rates.push(svg);
+    }
     for (heading, svgs) in [
         ("Throughput and errors over time", timelines),
+        ("Open model: intended vs achieved rate", rates),
         ("Latency percentiles", charts),
     ] {
         let svgs: Vec<String> = svgs.into_iter().filter(|c| !c.is_empty()).collect();
@@ -375,7 +456,7 @@ fn charts(r: &Report, o: &mut dyn Write) -> fmt::Result {
 
 /// One row per step.
 fn steps(r: &Report, o: &mut dyn Write) -> fmt::Result {
-    o.write_str(r#"<section><h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>agents</th><th>duration</th><th>start spread</th><th>failures</th></tr>"#)?;
+    o.write_str(r#"<section><h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>agents</th><th>duration</th><th>start spread</th><th>load generator</th><th>failures</th></tr>"#)?;
     for s in &r.steps {
         let failures: Vec<String> = s
             .failures
@@ -384,13 +465,30 @@ fn steps(r: &Report, o: &mut dyn Write) -> fmt::Result {
             .collect();
         write!(
             o,
-            r#"<tr><td>{}</td><td>{}</td><td class="num">{}/{}</td><td class="num">{:.2} s</td><td class="num">{}</td><td>{}</td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td><td class="num">{}/{}</td><td class="num">{:.2} s</td><td class="num">{}</td><td{}>{}</td><td>{}</td></tr>"#,
             esc(&s.name),
             esc(&s.kind),
             s.agents_reported.len(),
             s.agents_sent.len(),
             s.duration_s,
             s.start_spread_ms.map_or_else(|| "-".into(), |m| format!("{m:.2} ms")),
+            if s.generator.as_ref().is_some_and(|g| g.limited()) {
+                r#" class="fail""#
+            } else {
+                ""
+            },
+            s.generator.as_ref().map_or_else(
+                || "not measured".to_owned(),
+                |g| if g.limited() {
+                    esc(&format!("LIMITED: {}", g.limits.join("; ")))
+                } else {
+                    format!(
+                        "ok (lag p99 {}, CPU max {})",
+                        g.lag_p99_ms.map_or_else(|| "n/a".into(), |l| format!("{l:.1} ms")),
+                        g.cpu_percent_max.map_or_else(|| "n/a".into(), |c| format!("{c:.0} %"))
+                    )
+                }
+            ),
             failures.join("<br>")
         )?;
     }

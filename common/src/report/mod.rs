@@ -8,6 +8,7 @@
 //!   `schema/report.schema.json`).
 
 pub mod criteria;
+pub mod generator;
 pub mod html;
 pub mod junit;
 pub mod record;
@@ -90,6 +91,8 @@ pub struct StepReport {
     pub dialect: Option<String>,
     /// `None` when no agent returned a result.
     pub figures: Option<Figures>,
+    /// Whether the agents themselves were late (`None`: they measured nothing).
+    pub generator: Option<generator::Generator>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -258,6 +261,16 @@ fn step_report(s: &StepRecord, criteria: &crate::plan::Criteria) -> StepReport {
             };
             s.step.spec.figures(&s.merged, &cx)
         }),
+        generator: generator::judge(
+            &s.merged,
+            // CPU over less than a second is too coarse (10 ms ticks) to judge on.
+            &s.per_agent
+                .iter()
+                .filter(|f| f.wall_s.is_some_and(|w| w >= 1.0))
+                .filter_map(|f| f.cpu_percent)
+                .collect::<Vec<_>>(),
+            criteria.generator_lag_limit_ms(),
+        ),
     }
 }
 

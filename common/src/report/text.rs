@@ -64,6 +64,17 @@ fn sections(r: &Report, w: &mut dyn Write) -> fmt::Result {
             if let Some(d) = &s.dialect {
                 writeln!(w, "    Servers' dialect: {d}")?;
             }
+            match &s.generator {
+                Some(g) if g.limited() => writeln!(w, "    Load generator: {}", g.verdict)?,
+                Some(g) => writeln!(
+                    w,
+                    "    Load generator: ok (lag p99 {}, CPU max {})",
+                    g.lag_p99_ms.map_or_else(|| "n/a".to_owned(), |l| format!("{l:.1} ms")),
+                    g.cpu_percent_max
+                        .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.0} %"))
+                )?,
+                None => {}
+            }
         }
     }
     Ok(())

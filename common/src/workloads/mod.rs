@@ -5,6 +5,7 @@
 //! Adding a kind: a module here implementing `Workload`, one line in `registry!` below, and its
 //! agent side in `agent/src/workloads/` (the agent's `match` on `StepSpec` then insists on it).
 
+pub mod arrival;
 pub mod band;
 
 use std::fmt;
@@ -171,6 +172,9 @@ macro_rules! registry {
             }
             pub fn charts(&self) -> Vec<Chart> {
                 match self { $(Figures::$variant(f) => <$variant as Workload>::charts(f),)* }
+            }
+            pub fn rates(&self) -> Vec<arrival::RatePoint> {
+                match self { $(Figures::$variant(f) => <$variant as Workload>::rates(f),)* }
             }
         }
     };

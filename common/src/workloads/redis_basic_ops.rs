@@ -11,6 +11,7 @@ use toml::Spanned;
 use crate::fmt::group;
 use crate::metrics::{HistSummary, MetricSet};
 use crate::plan::{PlanError, StepCx};
+use crate::workloads::arrival::{self, Arrival, OpenFigures};
 use crate::workload::{Chart, Cmp, Combine, CriterionDef, FigureCx, Measure, Score, Section, Source, Unit, Workload, hist};
 
 /// Metric names, per operation `op` in [`names::OPS`].
@@ -50,14 +51,22 @@ pub mod names {
 }
 use names as n;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RedisBasicOps {
+    /// Operations of each kind per agent (closed model).
     pub iterations: u64,
     /// Members in the session JSON.
     pub members: u32,
     /// Concurrent clients per agent, a connection each.
     pub clients: u32,
+    /// The open model: operations arrive on this schedule, cycling SET, GET, HSET, HGET, DEL
+    /// over a key space of [`OPEN_KEYS`] per agent; `clients` connections serve them.
+    #[serde(default)]
+    pub open: Option<Arrival>,
 }
+
+/// Keys per agent the open model cycles over (a bounded working set, whatever the rate).
+pub const OPEN_KEYS: u64 = 10_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +74,11 @@ pub struct Raw {
     iterations: Option<Spanned<i64>>,
     members: Option<Spanned<i64>>,
     clients: Option<Spanned<i64>>,
+    rate: Option<Spanned<f64>>,
+    start_rate: Option<Spanned<f64>>,
+    stages: Option<Spanned<Vec<arrival::RawStage>>>,
+    duration: Option<Spanned<String>>,
+    max_in_flight: Option<Spanned<i64>>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -75,6 +89,8 @@ pub struct RedisBasicOpsFigures {
     /// Clients in all (each runs its operations sequentially on its own connection).
     pub connections: u64,
     pub operations: Vec<OpFigures>,
+    /// The open model's figures (`None`: closed-loop).
+    pub open: Option<OpenFigures>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -168,10 +184,12 @@ impl Workload for RedisBasicOps {
     type Figures = RedisBasicOpsFigures;
 
     fn validate(raw: Raw, cx: &StepCx<'_>) -> Result<Self, PlanError> {
+        let open = crate::open_model!(raw, cx, iterations)?;
         Ok(RedisBasicOps {
             iterations: cx.count(&raw.iterations, "iterations", 1_000, 1, 10_000_000)?,
             members: cx.count(&raw.members, "members", 10, 1, 1_000)? as u32,
             clients: cx.count(&raw.clients, "clients", 1, 1, 10_000)? as u32,
+            open,
         })
     }
 
@@ -188,6 +206,7 @@ impl Workload for RedisBasicOps {
             agents: u32::try_from(cx.agents).unwrap_or(u32::MAX),
             connections: m.counter(n::CLIENTS),
             operations: n::OPS.iter().map(|op| op_figures(m, op)).collect(),
+            open: self.open.as_ref().map(|a| arrival::figures(a, m, &n::OPS)),
         }
     }
 
@@ -196,6 +215,9 @@ impl Workload for RedisBasicOps {
     }
 
     fn measure(f: &RedisBasicOpsFigures, _id: &str) -> Option<Measure> {
+        if let Some(why) = f.open.as_ref().and_then(OpenFigures::not_held) {
+            return Some(Measure::Failed(why));
+        }
         // Failed operations fail the criterion: a rate measured on the survivors is no pass.
         if let Some(o) = f.operations.iter().find(|o| o.errors > 0) {
             return Some(Measure::Failed(format!(
@@ -294,7 +316,14 @@ impl Workload for RedisBasicOps {
                         .collect::<Vec<_>>()
                         .join(", ")
                 )?;
+        if let Some(open) = &f.open {
+            open.render_text(w)?;
+        }
         Ok(())
+    }
+
+    fn rates(f: &RedisBasicOpsFigures) -> Vec<arrival::RatePoint> {
+        f.open.as_ref().map(|o| o.series.clone()).unwrap_or_default()
     }
 
     fn charts(f: &RedisBasicOpsFigures) -> Vec<Chart> {
@@ -324,6 +353,7 @@ mod tests {
             agents: 1,
             connections: 1,
             operations: vec![f],
+            open: None,
         };
         assert_eq!(
             RedisBasicOps::measure(&figures, "redis_ops"),
@@ -340,7 +370,12 @@ mod tests {
         m.add_counter(&n::ok("set"), 2);
         m.set_gauge(&n::start_us("set"), 1_000_000.0, GaugeMerge::Min);
         m.set_gauge(&n::end_us("set"), 1_500_000.0, GaugeMerge::Max);
-        let p = RedisBasicOps { iterations: 2, members: 10, clients: 1 };
+        let p = RedisBasicOps {
+            iterations: 2,
+            members: 10,
+            clients: 1,
+            open: None,
+        };
         let criteria = Criteria::default();
         let f = p.figures(&m, &FigureCx { criteria: &criteria, agents: 2 });
         let set = &f.operations[0];

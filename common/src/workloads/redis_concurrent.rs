@@ -11,6 +11,7 @@ use toml::Spanned;
 use crate::fmt::{group, pct, ratio};
 use crate::metrics::{HistSummary, MetricSet};
 use crate::plan::{PlanError, StepCx};
+use crate::workloads::arrival::{self, Arrival, OpenFigures};
 use crate::workload::{
     Chart, Cmp, Combine, CriterionDef, FigureCx, Measure, Score, Section, Source, Unit, Workload, hist,
     wall_rate,
@@ -33,13 +34,17 @@ pub mod names {
 }
 use names as n;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RedisConcurrent {
     /// Clients in all, divided over the agents.
     pub clients: u64,
     pub operations: u64,
     pub members: u32,
     pub connections: Connections,
+    /// The open model: composite operations arrive on this schedule, each on the session of
+    /// client `k mod clients`; the clients (a worker each) serve them in arrival order.
+    #[serde(default)]
+    pub open: Option<Arrival>,
 }
 
 /// How `redis_concurrent` clients reach Redis.
@@ -60,6 +65,11 @@ pub struct Raw {
     operations: Option<Spanned<i64>>,
     members: Option<Spanned<i64>>,
     connections: Option<Spanned<String>>,
+    rate: Option<Spanned<f64>>,
+    start_rate: Option<Spanned<f64>>,
+    stages: Option<Spanned<Vec<arrival::RawStage>>>,
+    duration: Option<Spanned<String>>,
+    max_in_flight: Option<Spanned<i64>>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -83,6 +93,8 @@ pub struct RedisConcurrentFigures {
     /// The document's: avg < 10 ms and errors < 1 % Excellent; < 25 ms and < 5 % Good.
     pub performance_rating: Rating,
     pub latency_us: HistSummary,
+    /// The open model's figures (`None`: closed-loop).
+    pub open: Option<OpenFigures>,
 }
 
 const CRITERIA: &[CriterionDef] = &[CriterionDef {
@@ -106,7 +118,9 @@ impl Workload for RedisConcurrent {
     type Figures = RedisConcurrentFigures;
 
     fn validate(raw: Raw, cx: &StepCx<'_>) -> Result<Self, PlanError> {
+        let open = crate::open_model!(raw, cx, operations)?;
         Ok(RedisConcurrent {
+            open,
             clients: cx.count(&raw.clients, "clients", 50, 1, 100_000)?,
             operations: cx.count(&raw.operations, "operations", 100, 1, 10_000_000)?,
             members: cx.count(&raw.members, "members", 4, 1, 1_000)? as u32,
@@ -157,6 +171,7 @@ impl Workload for RedisConcurrent {
             throughput_ops_per_sec: wall_rate(m, n::START_US, n::END_US, ok),
             performance_rating: rating,
             latency_us: h,
+            open: self.open.as_ref().map(|a| arrival::figures(a, m, &["op"])),
         }
     }
 
@@ -165,6 +180,9 @@ impl Workload for RedisConcurrent {
     }
 
     fn measure(f: &RedisConcurrentFigures, _id: &str) -> Option<Measure> {
+        if let Some(why) = f.open.as_ref().and_then(OpenFigures::not_held) {
+            return Some(Measure::Failed(why));
+        }
         Some(Measure::value(f.success_rate, pct(f.success_rate)))
     }
 
@@ -214,7 +232,14 @@ impl Workload for RedisConcurrent {
                         Connections::PerClient => "one per client",
                     }
                 )?;
+        if let Some(open) = &f.open {
+            open.render_text(w)?;
+        }
         Ok(())
+    }
+
+    fn rates(f: &RedisConcurrentFigures) -> Vec<arrival::RatePoint> {
+        f.open.as_ref().map(|o| o.series.clone()).unwrap_or_default()
     }
 
     fn charts(f: &RedisConcurrentFigures) -> Vec<Chart> {
@@ -242,7 +267,13 @@ mod tests {
         m.add_counter(n::ERRORS, 1);
         m.set_gauge(n::START_US, 0.0, GaugeMerge::Min);
         m.set_gauge(n::END_US, 2_000_000.0, GaugeMerge::Max);
-        let p = RedisConcurrent { clients: 2, operations: 2, members: 4, connections: Connections::Shared };
+        let p = RedisConcurrent {
+            clients: 2,
+            operations: 2,
+            members: 4,
+            connections: Connections::Shared,
+            open: None,
+        };
         let criteria = Criteria::default();
         let f = p.figures(&m, &FigureCx { criteria: &criteria, agents: 1 });
         assert_eq!(f.success_rate, 0.75);

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allow;
+pub mod lag;
 pub mod proc;
 pub mod step;
 pub mod workloads;

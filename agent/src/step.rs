@@ -234,22 +234,15 @@ async fn execute(
         })
     };
 
-    let probe = tokio::spawn(lag_probe(done.clone()));
+    let probe = tokio::spawn(crate::lag::probe(done.clone()));
     let result = workloads::run(&spec, &ctx).await;
     done.cancel();
     let _ = ticker.await;
     let lag = probe.await.ok();
     match result {
         Ok(mut m) => {
-            if let Some(lag) = lag.filter(|h| !h.is_empty()) {
-                use bandsync_common::report::generator::names;
-                m.set_gauge(
-                    &names::agent_lag_p99_us(agent_index),
-                    lag.value_at_quantile(0.99) as f64,
-                    bandsync_common::metrics::GaugeMerge::Max,
-                );
-                // Same precision on both sides: adding cannot fail.
-                let _ = m.histogram_mut(names::LAG_US).add(&lag);
+            if let Some(lag) = &lag {
+                crate::lag::record(&mut m, lag, agent_index);
             }
             // The figures stand; the report says the keys were not all deleted, and why.
             if let Some(why) = ctx.cleanup.failure() {
@@ -263,26 +256,6 @@ async fn execute(
         Err(WorkloadError::Cancelled) => Err(StepError::Aborted(ctx.cleanup.describe())),
         Err(e) => Err(StepError::Workload(e)),
     }
-}
-
-/// The agent's own lateness while the step runs: a task that asks to wake every 10 ms records
-/// how late it woke, µs, corrected for the wakes a stall swallowed (a 300 ms stall counts as
-/// the 30 wakes it held up, as HdrHistogram's `record_correct` does).
-async fn lag_probe(done: CancellationToken) -> bandsync_common::metrics::Hist {
-    const PERIOD: Duration = Duration::from_millis(10);
-    let mut h = bandsync_common::metrics::new_histogram();
-    let mut next = tokio::time::Instant::now() + PERIOD;
-    loop {
-        tokio::select! {
-            () = done.cancelled() => break,
-            () = tokio::time::sleep_until(next) => {}
-        }
-        let now = tokio::time::Instant::now();
-        let late = now.saturating_duration_since(next).as_micros() as u64;
-        let _ = h.record_correct(late, PERIOD.as_micros() as u64);
-        next = now + PERIOD;
-    }
-    h
 }
 
 /// What a step may plan to use: the configured limit, or what the host has available

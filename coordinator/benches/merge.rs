@@ -17,61 +17,21 @@ use bandsync_proto::pb;
 use prost::Message;
 
 const AGENTS: usize = 100;
-const HISTOGRAMS: usize = 10;
-const COUNTERS: usize = 20;
-const SAMPLES_PER_HISTOGRAM: usize = 100_000;
 const ROUNDS: usize = 7;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn latency_us(&mut self, shape: Shape) -> u64 {
-        match shape {
-            // Box-Muller normal, exponentiated.
-            Shape::Typical => {
-                let z = (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos();
-                (250.0 * (0.8 * z).exp()) as u64
-            }
-            Shape::WorstCase => (20.0 * (1e5f64).powf(self.unit())) as u64,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Shape {
-    Typical,
-    WorstCase,
-}
+mod shapes;
+use shapes::{COUNTERS, HISTOGRAMS, SAMPLES_PER_HISTOGRAM, Shape, agent_metrics};
 
 fn agent_result(agent: usize, shape: Shape) -> Vec<u8> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (agent as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
-    let mut m = MetricSet::new();
-    for h in 0..HISTOGRAMS {
-        let hist = m.histogram_mut(&format!("op{h}.latency_us"));
-        for _ in 0..SAMPLES_PER_HISTOGRAM {
-            hist.record(rng.latency_us(shape)).unwrap();
-        }
-    }
-    for c in 0..COUNTERS {
-        m.add_counter(&format!("counter{c}"), rng.next() % 1_000_000);
-    }
-    let result = pb::StepResult {
+    pb::StepResult {
         step_index: 0,
-        outcome: Some(pb::step_result::Outcome::Metrics(pb::MetricSet::try_from(&m).unwrap())),
+        outcome: Some(pb::step_result::Outcome::Metrics(agent_metrics(agent, shape))),
         ops: 1,
         errors: 0,
         coord_started_unix_ns: 1,
         ..Default::default()
-    };
-    result.encode_to_vec()
+    }
+    .encode_to_vec()
 }
 
 fn main() {

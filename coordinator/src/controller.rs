@@ -29,6 +29,9 @@ pub const CLOCK_PROBES: usize = 16;
 
 pub enum Event {
     Message(In),
+    /// A step result, its metrics already decoded by the agent's own reader task (decoding is
+    /// most of a merge's cost: agents' results decode in parallel, the controller only adds).
+    Result(Box<pb::StepResult>, Option<Result<MetricSet, String>>),
     Closed(String),
 }
 
@@ -121,7 +124,20 @@ impl<'a> Controller<'a> {
             loop {
                 match inbound.message().await {
                     Ok(Some(pb::AgentMessage { kind: Some(k) })) => {
-                        if events.send((index, Event::Message(k))).await.is_err() {
+                        let event = match k {
+                            In::StepResult(mut r) => {
+                                let decoded = match r.outcome.take() {
+                                    Some(pb::step_result::Outcome::Metrics(m)) => Some(decode_result(&m)),
+                                    other => {
+                                        r.outcome = other;
+                                        None
+                                    }
+                                };
+                                Event::Result(Box::new(r), decoded)
+                            }
+                            k => Event::Message(k),
+                        };
+                        if events.send((index, event)).await.is_err() {
                             break;
                         }
                     }
@@ -240,7 +256,7 @@ impl<'a> Controller<'a> {
                             }
                         }
                     }
-                    Event::Message(_) => {}
+                    Event::Message(_) | Event::Result(..) => {}
                     Event::Closed(why) => {
                         pending.remove(&i);
                         self.lose(i, why);
@@ -369,14 +385,14 @@ impl<'a> Controller<'a> {
                         live.insert(i, (p.ops, p.errors));
                         timeline.observe(&self.agents[i as usize].row.agent_id, p.ops, p.errors, p.coord_unix_ns);
                     }
-                    Event::Message(In::StepResult(r)) if r.step_index == step_index => {
+                    Event::Result(r, decoded) if r.step_index == step_index => {
                         if !pending.remove(&i) {
                             continue;
                         }
                         live.insert(i, (r.ops, r.errors));
-                        self.on_result(i, r, &mut record, &mut timeline);
+                        self.on_result(i, *r, decoded, &mut record, &mut timeline);
                     }
-                    Event::Message(_) => {}
+                    Event::Message(_) | Event::Result(..) => {}
                     Event::Closed(why) => {
                         if pending.remove(&i) {
                             let id = self.agents[i as usize].row.agent_id.clone();
@@ -412,7 +428,7 @@ impl<'a> Controller<'a> {
                     let hurry = self.hurry.clone();
                     let wait = tokio::time::timeout(Duration::from_secs(10), async {
                         while let Some((i, ev)) = self.events.recv().await {
-                            if matches!(ev, Event::Message(In::StepResult(_)) | Event::Closed(_)) {
+                            if matches!(ev, Event::Result(..) | Event::Closed(_)) {
                                 pending.remove(&i);
                                 if pending.is_empty() { break; }
                             }
@@ -513,7 +529,14 @@ impl<'a> Controller<'a> {
     }
 
     /// Records agent `i`'s result for the step: its figures, its metrics merged, or its failure.
-    fn on_result(&mut self, i: u32, r: pb::StepResult, record: &mut StepRecord, timeline: &mut TimelineBuilder) {
+    fn on_result(
+        &mut self,
+        i: u32,
+        r: pb::StepResult,
+        decoded: Option<Result<MetricSet, String>>,
+        record: &mut StepRecord,
+        timeline: &mut TimelineBuilder,
+    ) {
         let start_at = record.scheduled_start_unix_ns;
         let agent = &mut self.agents[i as usize];
         agent.row.errors += r.errors;
@@ -533,8 +556,16 @@ impl<'a> Controller<'a> {
             rss_mb: (r.rss_bytes > 0).then(|| r.rss_bytes as f64 / 1_048_576.0),
             wall_s: (r.wall_us > 0).then(|| r.wall_us as f64 / 1e6),
         });
-        match r.outcome {
-            Some(pb::step_result::Outcome::Metrics(m)) => match merge_result(&mut record.merged, &m) {
+        let merged = decoded.map(|d| {
+            d.and_then(|m| {
+                record
+                    .merged
+                    .merge(&m)
+                    .map_err(|e| format!("result does not merge: {e}"))
+            })
+        });
+        match (merged, r.outcome) {
+            (Some(merged), _) => match merged {
                 Ok(()) => {
                     agent.row.steps_completed += 1;
                     record.agents_reported.push(id);
@@ -542,10 +573,10 @@ impl<'a> Controller<'a> {
                 Err(e) => record.failures.push((id, e)),
             },
             // An agent's words reach terminals and the report: printable and bounded.
-            Some(pb::step_result::Outcome::Failure(f)) => record
+            (None, Some(pb::step_result::Outcome::Failure(f))) => record
                 .failures
                 .push((id, bandsync_common::fmt::printable(&f.message, 1_000))),
-            None => record.failures.push((id, "empty result".into())),
+            (None, _) => record.failures.push((id, "empty result".into())),
         }
     }
 
@@ -607,6 +638,12 @@ impl<'a> Controller<'a> {
 
 /// Decodes one agent's wire metric set and adds it, exactly, into the step's merged set.
 pub fn merge_result(merged: &mut MetricSet, wire: &pb::MetricSet) -> Result<(), String> {
+    let m = decode_result(wire)?;
+    merged.merge(&m).map_err(|e| format!("result does not merge: {e}"))
+}
+
+/// An agent's metrics off the wire, with printable names.
+pub fn decode_result(wire: &pb::MetricSet) -> Result<MetricSet, String> {
     let mut m = MetricSet::try_from(wire).map_err(|e| format!("result does not decode: {e}"))?;
     // Metric names carry reasons the report prints (a server's refusal message): printable.
     if m.counters
@@ -618,7 +655,7 @@ pub fn merge_result(merged: &mut MetricSet, wire: &pb::MetricSet) -> Result<(), 
             .map(|(k, v)| (bandsync_common::fmt::printable(&k, 512), v))
             .collect();
     }
-    merged.merge(&m).map_err(|e| format!("result does not merge: {e}"))
+    Ok(m)
 }
 
 /// Refuses agents that arrive after the run has its agents.

@@ -14,6 +14,7 @@ pub mod redis_concurrent;
 pub mod redis_failover;
 pub mod redis_memory;
 pub mod redis_pool;
+pub mod sequential;
 pub mod session_concurrent_updates;
 pub mod session_integrity;
 pub mod session_sync;

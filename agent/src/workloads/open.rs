@@ -41,8 +41,8 @@ fn us(d: Duration) -> u64 {
     (d.as_nanos() as u64 + 500) / 1000
 }
 
-/// Runs this agent's share of `arrival`: arrival `k` is operation `op(con, k)` (`con` a clone of
-/// the worker's connection) of label
+/// Runs this agent's share of `arrival`: arrival `k` is operation `op(con, k)` (which hands the
+/// worker's connection back with its outcome) of label
 /// `labels[k % labels.len()]`, served by one of `cons` (one worker each). Writes the per-label
 /// counters and histograms, the series and the scheduler's lateness into `m`.
 pub async fn run<C, F, Fut>(
@@ -54,9 +54,9 @@ pub async fn run<C, F, Fut>(
     op: F,
 ) -> Result<Started, WorkloadError>
 where
-    C: Clone + Send + 'static,
+    C: Send + 'static,
     F: Fn(C, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), String>> + Send,
+    Fut: Future<Output = (C, Result<(), String>)> + Send,
 {
     let share = arrival.share(ctx.shard_count);
     let phase = f64::from(ctx.shard_index) / f64::from(ctx.shard_count.max(1));
@@ -75,7 +75,7 @@ where
     }
 
     let mut workers = JoinSet::new();
-    for con in cons {
+    for mut con in cons {
         let (rx, op, labels, ctx) = (rx.clone(), op.clone(), labels.clone(), ctx.clone());
         workers.spawn(async move {
             let n = labels.len();
@@ -95,7 +95,8 @@ where
                 }
                 let label = (k % n as u64) as usize;
                 let sent = Instant::now();
-                let result = op(con.clone(), k).await;
+                let (back, result) = op(con, k).await;
+                con = back;
                 let end = Instant::now();
                 drop(permit);
                 match result {

@@ -7,12 +7,57 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tracing::warn;
 
+use bandsync_common::metrics::MetricSet;
+
 use super::{StepContext, WorkloadError};
 
 /// Per-command limit: a stuck Redis shows up as a counted timeout, never as a hung step.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys deleted per DEL during cleanup.
 const CLEANUP_BATCH: usize = 500;
+
+/// Runs `work` on a current-thread runtime of its own, on one OS thread: a sequential Redis client
+/// then never crosses threads between its request and its reply, as redis-benchmark's single
+/// event loop does, whatever runtime the agent itself runs on. The agent's lag is measured on
+/// that runtime, where the load runs.
+pub async fn on_own_thread<F, Fut>(name: &str, agent: u32, work: F) -> Result<MetricSet, WorkloadError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<MetricSet, WorkloadError>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(async {
+                    let done = tokio_util::sync::CancellationToken::new();
+                    let probe = tokio::spawn(crate::lag::probe(done.clone()));
+                    let result = work().await;
+                    done.cancel();
+                    let lag = probe.await;
+                    result.map(|mut m| {
+                        if let Ok(lag) = lag {
+                            crate::lag::record(&mut m, &lag, agent);
+                        }
+                        m
+                    })
+                }),
+                Err(e) => Err(WorkloadError::Internal(format!("cannot start the step's runtime: {e}"))),
+            };
+            let _ = tx.send(result);
+        })
+        .map_err(|e| WorkloadError::Internal(format!("cannot start the step's thread: {e}")))?;
+    rx.await
+        .map_err(|_| WorkloadError::Internal("the step's thread ended without a result".into()))?
+}
+
+/// A client of `url` whose connections set TCP_NODELAY (the crate leaves Nagle on by default).
+pub fn client(url: &str) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    redis::Client::open(info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)))
+}
 
 /// Opens one multiplexed connection to the step's Redis, with connect and response timeouts.
 pub async fn connect(ctx: &StepContext) -> Result<MultiplexedConnection, WorkloadError> {
@@ -20,7 +65,7 @@ pub async fn connect(ctx: &StepContext) -> Result<MultiplexedConnection, Workloa
         url: bandsync_common::report::redact_url(&ctx.redis_url),
         reason,
     };
-    let client = redis::Client::open(ctx.redis_url.as_str()).map_err(|e| unreachable(e.to_string()))?;
+    let client = client(&ctx.redis_url).map_err(|e| unreachable(e.to_string()))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -33,7 +78,7 @@ pub async fn connect(ctx: &StepContext) -> Result<MultiplexedConnection, Workloa
 /// Deletes `keys` in batches; returns how many existed. Bounded in time: a dead Redis cannot
 /// hold the agent here (what is left is reported by the coordinator's sweep).
 pub async fn delete_keys(
-    con: &mut MultiplexedConnection,
+    con: &mut (impl redis::aio::ConnectionLike + Send),
     ctx: &StepContext,
     keys: impl Iterator<Item = String>,
 ) -> u64 {

@@ -121,10 +121,11 @@ async fn open_run(
     let started = open::run(arrival, &["op"], cons, ctx, &mut m, move |mut con, k| {
         let key = format!("{base}concurrent:{}:0", k % clients);
         async move {
-            match tokio::time::timeout(Duration::from_secs(10), composite(&mut con, &key, members)).await {
+            let r = match tokio::time::timeout(Duration::from_secs(10), composite(&mut con, &key, members)).await {
                 Ok(r) => r,
                 Err(_) => Err("composite operation timed out after 10 s".into()),
-            }
+            };
+            (con, r)
         }
     })
     .await;

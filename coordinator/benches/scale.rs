@@ -33,6 +33,8 @@ struct Times {
     last_result_sent: Option<Instant>,
     first_finish: Option<Instant>,
     result_bytes: usize,
+    /// RunStep received minus the scheduled start, ms (negative: in time).
+    run_step_lead_ms: Vec<f64>,
     failures: Vec<String>,
 }
 
@@ -152,6 +154,8 @@ fn main() {
         _ => None,
     };
     let rss_mb = *hwm.lock().unwrap() as f64 / 1024.0;
+    let mut arrivals = times.run_step_lead_ms.clone();
+    arrivals.sort_by(f64::total_cmp);
     let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
     println!("  coordinator exit: {status}; {reported} of {agents} agents' results in the report");
     println!(
@@ -168,6 +172,12 @@ fn main() {
             .as_f64()
             .map_or("n/a".into(), |s| format!("{s:.2}")),
         verdict(pct(0.99).abs() < 5.0)
+    );
+    println!(
+        "  RunStep received, minus the scheduled start: first {:.1} ms, median {:.1} ms, last {:.1} ms",
+        arrivals.first().copied().unwrap_or(f64::NAN),
+        arrivals.get(arrivals.len() / 2).copied().unwrap_or(f64::NAN),
+        arrivals.last().copied().unwrap_or(f64::NAN)
     );
     println!(
         "  last result sent → Finish (merge + report): {:.0} ms  target < 1000 ms  {}",
@@ -247,13 +257,14 @@ async fn agent(i: usize, port: u16, variants: &[pb::MetricSet], times: &Mutex<Ti
             Some(coordinator_message::Kind::ClockEstimate(c)) => offset_ns = c.offset_ns,
             Some(coordinator_message::Kind::RunStep(rs)) => {
                 let wait = rs.coord_start_unix_ns + offset_ns - now_unix_ns();
+                times.lock().unwrap().run_step_lead_ms.push(-(wait as f64) / 1e6);
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_nanos(wait as u64)).await;
                 }
                 let started = now_unix_ns() - offset_ns;
-                // Every simulated agent shares this process: let the others woken at the same
-                // instant read their start before this one builds and sends its result.
-                tokio::task::yield_now().await;
+                // The step's work: every simulated agent shares this process, so each reads its
+                // start before any of them builds and sends a result.
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 let result = pb::StepResult {
                     step_index: rs.step_index,
                     outcome: Some(pb::step_result::Outcome::Metrics(variants[i % variants.len()].clone())),

@@ -187,3 +187,31 @@ async fn a_late_agent_limits_the_generator_and_blocks_a_pass() {
     assert!(render_html(&report).contains("LIMITED: agent 0 lag p99"));
     assert_eq!(report.exit_code(), 1);
 }
+
+/// The closed model's two kinds of client: up to 4 per agent on blocking connections of their
+/// own threads, more on one event loop through the sequential connection. Both run every
+/// operation of their share, measure it, and delete what they wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_kinds_of_sequential_client_run_every_operation_and_clean_up() {
+    let redis = RedisServer::start().await.unwrap();
+    let text = format!(
+        "[target]\nredis_url = \"{}\"\n[criteria]\nredis_ops_per_second = 10\n[[steps]]\nname = \"threads\"\nkind = \"redis_basic_ops\"\niterations = 400\nclients = 2\n[[steps]]\nname = \"event_loop\"\nkind = \"redis_basic_ops\"\niterations = 400\nclients = 8\n",
+        redis.url()
+    );
+    let plan = plan::parse(&text, "p.toml", "p").unwrap();
+    let report = run_plan(&plan, 1, "clients").await;
+    assert_eq!(report.status, RunStatus::Complete, "{report:#?}");
+    for step in &report.steps {
+        let Some(Figures::RedisBasicOps(f)) = &step.figures else {
+            panic!("{step:#?}")
+        };
+        assert!(f.open.is_none());
+        for o in &f.operations {
+            assert_eq!((o.ok, o.errors), (400, 0), "{}: {o:#?}", step.name);
+            assert_eq!(o.latency_us.count, 400);
+            assert!(o.throughput_ops_per_sec > 0.0);
+        }
+        assert!(step.generator.is_some(), "the step's own runtime measured its lag");
+    }
+    assert_eq!(report.leftover_keys, Some(0));
+}

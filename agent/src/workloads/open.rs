@@ -126,15 +126,17 @@ where
     let mut k = 0u64;
     for offset in share.schedule(phase) {
         let at = t0 + Duration::from_nanos(offset);
-        if at > Instant::now() {
+        // One clock read per arrival released in a burst; a second only after sleeping.
+        let mut now = Instant::now();
+        if at > now {
             tokio::select! {
-                () = tokio::time::sleep_until(at) => {}
+                () = tokio::time::sleep_until(at) => now = Instant::now(),
                 () = ctx.cancel.cancelled() => break,
             }
         } else if ctx.cancel.is_cancelled() {
             break;
         }
-        let _ = lag.record(us(Instant::now().saturating_duration_since(at)));
+        let _ = lag.record(us(now.saturating_duration_since(at)));
         let b = (offset / bucket_ns) as usize;
         due += 1;
         due_in[b.min(buckets - 1)] += 1;

@@ -117,11 +117,14 @@ async fn open_run(
     mut m: MetricSet,
 ) -> Result<MetricSet, WorkloadError> {
     m.set_gauge(n::START_US, ctx.coord_now_us(), GaugeMerge::Min);
-    let base = ctx.key_base.clone();
+    // One session per client, its key built once (not per arrival).
+    let keys: std::sync::Arc<[String]> = (0..clients).map(|c| key(ctx, c, 0)).collect();
+    let sessions = keys.clone();
     let started = open::run(arrival, &["op"], cons, ctx, &mut m, move |mut con, k| {
-        let key = format!("{base}concurrent:{}:0", k % clients);
+        let keys = sessions.clone();
         async move {
-            let r = match tokio::time::timeout(Duration::from_secs(10), composite(&mut con, &key, members)).await {
+            let key = &keys[(k % clients) as usize];
+            let r = match tokio::time::timeout(Duration::from_secs(10), composite(&mut con, key, members)).await {
                 Ok(r) => r,
                 Err(_) => Err("composite operation timed out after 10 s".into()),
             };
@@ -130,7 +133,7 @@ async fn open_run(
     })
     .await;
     m.set_gauge(n::END_US, ctx.coord_now_us(), GaugeMerge::Max);
-    let deleted = delete_keys(&mut shared, ctx, (0..clients).map(|c| key(ctx, c, 0))).await;
+    let deleted = delete_keys(&mut shared, ctx, keys.iter().cloned()).await;
     m.add_counter(n::CLEANUP_DELETED, deleted);
     started?;
     if ctx.cancel.is_cancelled() {

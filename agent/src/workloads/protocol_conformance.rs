@@ -4,8 +4,7 @@
 //! clients joining a second session until one is refused. The report turns the counters into
 //! the table and the dialect (`bandsync_common::workloads::protocol_conformance`).
 //!
-//! At most one ack is in flight per client (rust_socketio's ack ids collide), and an ack is
-//! optional: a command is waited for until its answers are in or `settle` has passed.
+//! An ack is optional: a command is waited for until its answers are in or `settle` has passed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,9 +13,6 @@ use bandsync_common::clock::now_unix_ns;
 use bandsync_common::metrics::{GaugeMerge, MetricSet};
 use bandsync_common::workloads::ProtocolConformance;
 use bandsync_common::workloads::protocol_conformance::{self as pc, names as n};
-use futures_util::FutureExt;
-use rust_socketio::Payload;
-use rust_socketio::asynchronous::Client as SioClient;
 use serde_json::{Value, json};
 
 use super::{Run, StepContext, WorkloadError, sio};
@@ -33,7 +29,7 @@ type Events = Arc<Mutex<Vec<(String, Value, i64)>>>;
 struct Client {
     name: String,
     instance: usize,
-    sio: SioClient,
+    sio: sio::Client,
     events: Events,
     /// Index in `events` of the snapshot that answered this client's own join.
     join_snapshot: Option<usize>,
@@ -76,43 +72,25 @@ async fn connect(ctx: &StepContext, name: &str, instance: usize) -> Result<Clien
     })
 }
 
-/// The ack's first argument (an ack arrives as one array wrapping the arguments).
-fn ack_value(p: Payload) -> Value {
-    match p {
-        Payload::Text(mut args) => match args.pop() {
-            Some(Value::Array(mut inner)) if !inner.is_empty() => inner.remove(0),
-            Some(v) => v,
-            None => Value::Null,
-        },
-        _ => Value::Null,
-    }
-}
-
 /// Emits `event` asking for an ack; the ack's first argument arrives on the receiver (never,
 /// when the server sends none).
 async fn emit_with_ack(
-    client: &SioClient,
+    client: &sio::Client,
     event: &str,
     payload: Value,
-    timeout: Duration,
     ctx: &StepContext,
 ) -> tokio::sync::oneshot::Receiver<Value> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<Value>();
-    let tx = Mutex::new(Some(tx));
-    let sent = client
-        .emit_with_ack(event, payload, timeout, move |p: Payload, _| {
-            if let Some(tx) = tx.lock().unwrap().take() {
-                let _ = tx.send(ack_value(p));
-            }
-            async {}.boxed()
-        })
-        .await;
-    if sent.is_err() {
-        ctx.live.add_error();
-    } else {
-        ctx.live.add_ops(1);
+    match client.emit_with_ack(event, payload).await {
+        Ok(rx) => {
+            ctx.live.add_ops(1);
+            rx
+        }
+        Err(_) => {
+            ctx.live.add_error();
+            // A receiver whose sender is gone: no ack, as from a server that sends none.
+            tokio::sync::oneshot::channel().1
+        }
     }
-    rx
 }
 
 fn is_refusal(ack: &Value) -> bool {
@@ -164,7 +142,7 @@ impl Probe<'_> {
         wait_for_ack: bool,
     ) -> Result<Act, WorkloadError> {
         let marks = self.marks();
-        let mut rx = emit_with_ack(&self.clients[who].sio, event, payload, self.settle, self.ctx).await;
+        let mut rx = emit_with_ack(&self.clients[who].sio, event, payload, self.ctx).await;
         let deadline = Instant::now() + self.settle;
         let mut ack = None;
         loop {
@@ -506,7 +484,7 @@ async fn member_cap(
             // A join's answer may come late from a loaded server: waiting for it costs nothing
             // when it comes early, and a late one must not read as "no cap".
             let wait = p.settle.max(Duration::from_secs(1));
-            let mut rx = emit_with_ack(&c.sio, "join_session", payload, wait, ctx).await;
+            let mut rx = emit_with_ack(&c.sio, "join_session", payload, ctx).await;
             let deadline = Instant::now() + wait;
             let outcome = loop {
                 if ctx.cancel.is_cancelled() {

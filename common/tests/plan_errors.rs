@@ -306,3 +306,21 @@ fn the_plan_in_the_readme_is_valid() {
     all.sort_unstable();
     assert_eq!(kinds, all, "the README shows every step kind");
 }
+
+#[test]
+fn a_session_may_hold_up_to_3000_members() {
+    let plan = |members: u32| {
+        format!(
+            "{TARGET}servers = [\"http://127.0.0.1:3000\"]\n[[steps]]\nkind = \"session_sync\"\nsessions = 1\nmembers = {members}\n"
+        )
+    };
+    let p = parse(&plan(3_000), "plan.toml", "plan").expect("3,000 members in one session");
+    // The probe the plan gains runs first: find the step itself.
+    let members = p.steps.iter().find_map(|s| match &s.spec {
+        StepSpec::SessionSync(s) => Some(s.members),
+        _ => None,
+    });
+    assert_eq!(members, Some(3_000));
+    let e = err(&plan(3_001));
+    assert!(e.contains("steps[0].members") && e.contains("3001"), "{e}");
+}

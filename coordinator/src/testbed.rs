@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use bandsync_common::workloads::band::MAX_MEMBERS_PER_SESSION;
 use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +286,7 @@ impl LocalServers {
             let mut child = Command::new(bin)
                 .args(["--port", "0", "--bind", "127.0.0.1", "--redis-url", redis_url])
                 .args(["--redis-prefix", redis_prefix, "--instance-id", &format!("testbed-{i}")])
+                .args(["--max-members", &MAX_MEMBERS_PER_SESSION.to_string()])
                 .env(
                     "RUST_LOG",
                     std::env::var("BANDSYNC_SERVER_LOG").unwrap_or_else(|_| "warn".into()),

@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -110,7 +111,18 @@ pub async fn serve(cfg: ServerConfig, listener: TcpListener, shutdown: Cancellat
         ignore: cfg.ignore_events.clone(),
     });
     let handlers = app.clone();
-    io.ns("/", async move |s: SocketRef| register(handlers.clone(), s));
+    // Handlers installed in a connect middleware, before CONNECT is sent (as Node's synchronous
+    // `connection` callback does): a client's first event cannot arrive before its handler.
+    io.ns(
+        "/",
+        (async |_: SocketRef| {}).with(move |s: SocketRef| {
+            let handlers = handlers.clone();
+            async move {
+                register(handlers, s);
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }),
+    );
     let background = CancellationToken::new();
     tokio::spawn(ticker(app.clone(), background.clone()));
     tokio::spawn(pinger(app.clone(), background.clone()));

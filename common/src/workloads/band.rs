@@ -19,11 +19,14 @@ pub struct Band {
 
 /// Most members a plan's band may place in all (sessions × members).
 pub const MAX_MEMBERS_IN_ALL: u64 = 1_000_000;
-/// Most members one agent is given: at the measured 38–41 KiB each (README, benchmarks) this is
-/// under 1 GiB of agent memory.
+/// Most members one session may hold in a plan (the reference server's testbed instances are
+/// started with this cap; a real server's own cap is found by the probe).
+pub const MAX_MEMBERS_PER_SESSION: u32 = 3_000;
+/// Most members one agent is given: at the measured 12.7 KiB each (README, benchmarks) this is
+/// well under 1 GiB of agent memory.
 pub const MAX_MEMBERS_PER_AGENT: u64 = 20_000;
-/// The memory an agent sets aside per member when it checks its own budget (measured 38–41 KiB
-/// on websocket, with headroom for big snapshots).
+/// The memory an agent sets aside per member when it checks its own budget (measured 12.7 KiB
+/// in sessions of 10; kept at 64 KiB for the transient copies of big sessions' snapshots).
 pub const MEMBER_BUDGET_BYTES: u64 = 64 * 1024;
 
 /// Refuses a band bigger than [`MAX_MEMBERS_IN_ALL`], naming both fields.

@@ -234,7 +234,7 @@ impl Workload for SessionSync {
     fn validate(raw: Raw, cx: &StepCx<'_>) -> Result<Self, PlanError> {
         let p = SessionSync(Band {
             sessions: cx.count(&raw.sessions, "sessions", 4, 1, 1_000_000)?,
-            members: cx.count(&raw.members, "members", 6, 2, 1_000)? as u32,
+            members: cx.count(&raw.members, "members", 6, 2, band::MAX_MEMBERS_PER_SESSION as i64)? as u32,
             changes: cx.count(&raw.changes, "changes", 12, 1, 796)? as u32,
             interval: cx.duration(&raw.interval, "interval", Duration::from_millis(500))?,
             ramp_up: cx.duration(&raw.ramp_up, "ramp_up", Duration::from_secs(2))?,

@@ -153,7 +153,7 @@ fn check_response(head: &[u8], key: &str) -> Result<(), String> {
 /// One message from the server.
 #[derive(Debug)]
 pub enum Message {
-    /// A text message; the buffer is the reader's own or (larger messages) one of its own.
+    /// A text message, in an allocation of its own.
     Text(Vec<u8>),
     Ping(Vec<u8>),
     /// Binary, pong: nothing for Socket.IO's JSON protocol.
@@ -166,6 +166,8 @@ pub struct Reader {
     rd: ReadHalf,
     buf: Vec<u8>,
     start: usize,
+    /// A fragmented message being joined (a ping may come between its fragments).
+    partial: Option<(u8, Vec<u8>)>,
 }
 
 impl Reader {
@@ -175,6 +177,7 @@ impl Reader {
             rd,
             buf: rest,
             start: 0,
+            partial: None,
         }
     }
 
@@ -203,7 +206,6 @@ impl Reader {
 
     /// The next message; fragments are joined; `idle` bounds the wait for its first byte.
     pub async fn next(&mut self, idle: Duration) -> io::Result<Message> {
-        let mut message: Option<(u8, Vec<u8>)> = None;
         loop {
             tokio::time::timeout(idle, self.fill(2))
                 .await
@@ -225,7 +227,7 @@ impl Reader {
                 l => (2, l as u64),
             };
             let mask_len = if masked { 4 } else { 0 };
-            let have = message.as_ref().map_or(0, |(_, m)| m.len());
+            let have = self.partial.as_ref().map_or(0, |(_, m)| m.len());
             if len as usize > MAX_MESSAGE - have {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -246,7 +248,7 @@ impl Reader {
                 0x8 => return Ok(Message::Close),
                 0x9 => return Ok(Message::Ping(payload)),
                 0xA => continue,
-                0x0 => match &mut message {
+                0x0 => match &mut self.partial {
                     Some((_, m)) => m.extend_from_slice(&payload),
                     None => {
                         return Err(io::Error::new(
@@ -255,10 +257,10 @@ impl Reader {
                         ));
                     }
                 },
-                op => message = Some((op, payload)),
+                op => self.partial = Some((op, payload)),
             }
             if fin {
-                let (op, m) = message.take().unwrap_or((0x2, Vec::new()));
+                let (op, m) = self.partial.take().unwrap_or((0x2, Vec::new()));
                 return Ok(if op == 0x1 { Message::Text(m) } else { Message::Other });
             }
         }
@@ -341,6 +343,7 @@ mod tests {
         wire.extend(server_frame(0x9, true, b"p"));
         wire.extend(server_frame(0x1, true, &big));
         wire.extend(server_frame(0x1, false, b"4"));
+        wire.extend(server_frame(0x9, true, b"q"));
         wire.extend(server_frame(0x0, true, &mid));
         wire.extend(server_frame(0x8, true, b""));
         let (a, mut b) = tokio::io::duplex(4096);
@@ -350,6 +353,7 @@ mod tests {
         assert!(matches!(r.next(t).await.unwrap(), Message::Text(m) if m == b"42[\"a\"]"));
         assert!(matches!(r.next(t).await.unwrap(), Message::Ping(p) if p == b"p"));
         assert!(matches!(r.next(t).await.unwrap(), Message::Text(m) if m == big));
+        assert!(matches!(r.next(t).await.unwrap(), Message::Ping(p) if p == b"q"));
         let Message::Text(m) = r.next(t).await.unwrap() else {
             panic!()
         };

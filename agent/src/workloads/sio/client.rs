@@ -3,6 +3,7 @@
 //! task, no channel, no task per packet. Engine.IO 4 over a websocket only, the default
 //! namespace, JSON payloads.
 
+use std::io::Write as _;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -43,13 +44,6 @@ struct Acks {
     pending: Vec<(u64, oneshot::Sender<Value>)>,
 }
 
-/// Engine.IO's heartbeat, from the server's open packet.
-#[derive(Clone, Copy)]
-struct Heartbeat {
-    /// Longest silence before the connection counts as lost (ping interval + ping timeout).
-    idle: Duration,
-}
-
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
@@ -64,7 +58,7 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Client, ConnectError> {
     let target = Target::socket_io(url).map_err(ConnectError)?;
-    let (reader, writer, beat) = tokio::time::timeout(timeout, open(&target))
+    let (reader, writer, idle) = tokio::time::timeout(timeout, open(&target))
         .await
         .map_err(|_| {
             ConnectError(format!(
@@ -84,7 +78,7 @@ pub async fn connect(
         on_reconnect,
         target,
     };
-    tokio::spawn(run.run(reader, beat));
+    tokio::spawn(run.run(reader, idle));
     Ok(Client(shared))
 }
 
@@ -140,7 +134,8 @@ impl Shared {
 fn event_text(event: &str, payload: &Value, ack: Option<u64>) -> Vec<u8> {
     let mut t = b"42".to_vec();
     if let Some(id) = ack {
-        t.extend_from_slice(id.to_string().as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(t, "{id}");
     }
     // Serialising a str and a Value into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut t, &(event, payload));
@@ -148,10 +143,11 @@ fn event_text(event: &str, payload: &Value, ack: Option<u64>) -> Vec<u8> {
 }
 
 /// Opens the websocket, reads Engine.IO's open packet, asks for the default namespace and
-/// waits until the server accepts it.
-async fn open(target: &Target) -> Result<(ws::Reader, ws::WriteHalf, Heartbeat), String> {
+/// waits until the server accepts it. With the connection: the longest silence before it counts
+/// as lost (the server's ping interval + ping timeout).
+async fn open(target: &Target) -> Result<(ws::Reader, ws::WriteHalf, Duration), String> {
     let (mut rd, mut wr) = ws::connect(target).await?;
-    let mut beat = None;
+    let mut idle = None;
     loop {
         let msg = rd
             .next(Duration::from_secs(30))
@@ -166,14 +162,14 @@ async fn open(target: &Target) -> Result<(ws::Reader, ws::WriteHalf, Heartbeat),
             Message::Close => return Err("the server closed the websocket during the handshake".into()),
             Message::Other => continue,
         };
-        match (text.first(), beat) {
+        match (text.first(), idle) {
             (Some(b'0'), None) => {
                 let open: Value = serde_json::from_slice(&text[1..])
                     .map_err(|e| format!("a malformed Engine.IO open packet: {e}"))?;
                 let ms = |f: &str, d: u64| open.get(f).and_then(Value::as_u64).unwrap_or(d);
-                beat = Some(Heartbeat {
-                    idle: Duration::from_millis(ms("pingInterval", 25_000) + ms("pingTimeout", 20_000)),
-                });
+                idle = Some(Duration::from_millis(
+                    ms("pingInterval", 25_000) + ms("pingTimeout", 20_000),
+                ));
                 wr.write_all(&ws::frame(ws::TEXT, b"40"))
                     .await
                     .map_err(|e| format!("handshake: {e}"))?;
@@ -181,8 +177,8 @@ async fn open(target: &Target) -> Result<(ws::Reader, ws::WriteHalf, Heartbeat),
             (Some(b'2'), _) => {
                 let _ = wr.write_all(&ws::frame(ws::TEXT, b"3")).await;
             }
-            (Some(b'4'), Some(b)) => match parse::packet(&text[1..])? {
-                Packet::Connect => return Ok((rd, wr, b)),
+            (Some(b'4'), Some(idle)) => match parse::packet(&text[1..])? {
+                Packet::Connect => return Ok((rd, wr, idle)),
                 Packet::ConnectError(v) => {
                     return Err(format!("the server refused the connection: {}", refusal_reason(&v)));
                 }
@@ -209,11 +205,11 @@ struct Run {
 }
 
 impl Run {
-    async fn run(self, mut reader: ws::Reader, mut beat: Heartbeat) {
+    async fn run(self, mut reader: ws::Reader, mut idle: Duration) {
         loop {
             let why = tokio::select! {
                 () = self.stop.cancelled() => return,
-                why = self.read(&mut reader, beat) => why,
+                why = self.read(&mut reader, idle) => why,
             };
             let Some(shared) = self.shared.upgrade() else { return };
             *shared.writer.lock().await = None;
@@ -222,7 +218,7 @@ impl Run {
             let Some(on_reconnect) = &self.on_reconnect else { return };
             drop(shared);
             let mut delay = RECONNECT_FIRST;
-            (reader, beat) = loop {
+            (reader, idle) = loop {
                 tokio::select! {
                     () = self.stop.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}
@@ -241,9 +237,9 @@ impl Run {
     }
 
     /// Reads until the connection is lost; returns why.
-    async fn read(&self, reader: &mut ws::Reader, beat: Heartbeat) -> String {
+    async fn read(&self, reader: &mut ws::Reader, idle: Duration) -> String {
         loop {
-            let msg = match reader.next(beat.idle).await {
+            let msg = match reader.next(idle).await {
                 Ok(m) => m,
                 Err(e) => return format!("connection lost: {e}"),
             };
